@@ -13,7 +13,7 @@ public sealed class HostTensor
 {
     public HostTensor(WeightDType dtype, long[] shape, byte[] data)
     {
-        long n = Numel(shape);
+        long n = CountElements(shape);
         if (n * dtype.Size() != data.LongLength)
             throw new ArgumentException($"{dtype.Lower()}{Fmt(shape)} needs {n * dtype.Size()} bytes, got {data.LongLength}");
         DType = dtype; Shape = shape; Data = data;
@@ -22,15 +22,15 @@ public sealed class HostTensor
     public WeightDType DType { get; }
     public long[] Shape { get; }
     public byte[] Data { get; }
-    public long Numel => Numel(Shape);
+    public long Numel => CountElements(Shape);
     public int[] IntShape => Array.ConvertAll(Shape, d => checked((int)d));
 
-    public static long Numel(ReadOnlySpan<long> shape)
+    public static long CountElements(ReadOnlySpan<long> shape)
     {
         long n = 1;
         foreach (long d in shape)
         {
-            if (d < 0) throw new InvalidDataException("negative dimension");
+            if (d < 0) throw new WeightFormatException("negative dimension");
             n = checked(n * d);
         }
         return n;

@@ -204,6 +204,6 @@ public sealed record FiberConfig
         return c;
     }
 
-    public virtual bool Equals(FiberConfig? o) => o is not null && ToJson(false) == o.ToJson(false);
+    public bool Equals(FiberConfig? o) => o is not null && ToJson(false) == o.ToJson(false);
     public override int GetHashCode() => ToJson(false).GetHashCode();
 }
