@@ -19,7 +19,8 @@ public sealed unsafe class CudaBackend : IBackend
 
     readonly IGpuDevice _dev;
     readonly bool _ownsDevice;
-    readonly Memory _mem;
+    readonly CachingAllocator _mem;
+    readonly bool _ownsAllocator;
     readonly Dictionary<(string File, string Name), IKernel> _kernels = new();
     readonly int _maxBlocks;
     readonly int _smCount;
@@ -29,15 +30,18 @@ public sealed unsafe class CudaBackend : IBackend
 
     /// <param name="device">The GPU (or emulated GPU) to run on.</param>
     /// <param name="ownsDevice">Dispose the device with the backend.</param>
-    public CudaBackend(IGpuDevice device, bool ownsDevice = false)
+    /// <param name="allocator">Share an allocator (over the same device) with other users; by default the backend makes its own.</param>
+    public CudaBackend(IGpuDevice device, bool ownsDevice = false, CachingAllocator? allocator = null)
     {
         _dev = device ?? throw new ArgumentNullException(nameof(device));
         _ownsDevice = ownsDevice;
-        _mem = new Memory(device);
-        // Grid-stride kernels need only enough blocks to fill the machine. The device interface does
-        // not report the SM count; 132 is the H100/H200 figure (more blocks than SMs is harmless).
+        if (allocator is not null && !ReferenceEquals(allocator.Device, device)) throw new ArgumentException("the allocator belongs to another device", nameof(allocator));
+        _ownsAllocator = allocator is null;
+        _mem = allocator ?? new CachingAllocator(device);
+        // Grid-stride kernels need only enough blocks to fill the machine (SM count from the real
+        // device; 132, the H100/H200 figure, for any other).
         // On the emulator every thread is a fiber, so fewer, fuller threads are cheaper.
-        _smCount = device.IsEmulated ? 2 : 132;
+        _smCount = device is CudaDevice cd ? cd.MultiprocessorCount : device.IsEmulated ? 2 : 132;
         _maxBlocks = device.IsEmulated ? 8 : _smCount * 16;
     }
 
@@ -49,24 +53,14 @@ public sealed unsafe class CudaBackend : IBackend
     // memory
     // =============================================================================================
 
-    /// <summary>
-    /// Raw device memory behind one seam, so the caching allocator (Runtime/CachingAllocator) can
-    /// replace direct Malloc/Free without touching the rest. Free may come from a finalizer thread.
-    /// </summary>
-    sealed class Memory(IGpuDevice dev)
-    {
-        readonly object _lock = new();
-        public nint Alloc(long bytes) { lock (_lock) return dev.Malloc(Math.Max(bytes, 16)); }
-        public void Free(nint p) { if (p != 0) lock (_lock) dev.Free(p); }
-    }
-
     sealed class GpuStorage : Storage
     {
-        readonly Memory _mem;
+        readonly CachingAllocator _mem;
+    readonly bool _ownsAllocator;
         nint _ptr;
         public GpuStorage(CudaBackend b, long bytes) : base(b, bytes) { _mem = b._mem; _ptr = b._mem.Alloc(bytes); }
         public override nint Address => _ptr;
-        protected override void Release() { var p = _ptr; _ptr = 0; _mem.Free(p); }
+        protected override void Release() { var p = _ptr; _ptr = 0; if (p != 0) _mem.Free(p); }
     }
 
     public Tensor Empty(int[] shape, DType dtype)
@@ -653,13 +647,9 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
-    /// <summary>
-    /// Copies a small table (AdamW, SumOfSquares) to device scratch. The copy goes around the stream,
-    /// so first wait for earlier launches that may still read the scratch (once per optimizer step).
-    /// </summary>
+    /// <summary>Copies a small table (AdamW, SumOfSquares) to device scratch; the copy is stream-ordered after earlier readers.</summary>
     void UploadTable<T>(nint dst, T[] table) where T : unmanaged
     {
-        _dev.Synchronize();
         fixed (T* p = table) _dev.CopyHostToDevice(dst, p, (long)table.Length * sizeof(T));
     }
 
@@ -696,7 +686,7 @@ public sealed unsafe class CudaBackend : IBackend
     {
         if (bytes > _scratchBytes)
         {
-            if (_scratch != 0) { _dev.Synchronize(); _mem.Free(_scratch); }
+            if (_scratch != 0) _mem.Free(_scratch); // stream-ordered: later work cannot overtake earlier readers
             _scratchBytes = Math.Max(bytes, Math.Max(1 << 20, _scratchBytes * 2));
             _scratch = _mem.Alloc(_scratchBytes);
         }
@@ -783,14 +773,14 @@ public sealed unsafe class CudaBackend : IBackend
         if (t.DType != DType.I32 && t.DType != DType.I64) throw new ArgumentException($"{op}: {name} must be i32 or i64, got {Describe(t)}");
     }
 
-    /// <summary>Same shape and dtype as the first.</summary>
+    /// <summary>Same element count (like the CPU backend: tensors are contiguous) and dtype as the first.</summary>
     void SameAll(string op, Tensor first, params Tensor[] others)
     {
         Mine(first, "arg0");
         foreach (var t in others)
         {
             Mine(t, "arg");
-            if (!ShapeUtil.Equal(first.Shape, t.Shape)) throw new ArgumentException($"{op}: shape mismatch {Describe(first)} vs {Describe(t)}");
+            if (first.Numel != t.Numel) throw new ArgumentException($"{op}: size mismatch {Describe(first)} vs {Describe(t)}");
             if (first.DType != t.DType) throw new ArgumentException($"{op}: dtype mismatch {Describe(first)} vs {Describe(t)}");
         }
     }
@@ -828,8 +818,9 @@ public sealed unsafe class CudaBackend : IBackend
     public void Dispose()
     {
         if (_disposed) return;
-        if (_scratch != 0) { try { _dev.Synchronize(); } catch { } _mem.Free(_scratch); _scratch = 0; }
+        if (_scratch != 0) { _mem.Free(_scratch); _scratch = 0; }
         _disposed = true;
+        if (_ownsAllocator) _mem.Dispose();
         if (_ownsDevice) _dev.Dispose();
     }
 }
