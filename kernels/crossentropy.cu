@@ -53,15 +53,32 @@ __device__ __forceinline__ void ce_bwd_body(const T* logits, const TI* targets, 
     }
 }
 
-#define FIBER_CE(T, TI, S)                                                                                        \
-extern "C" __global__ void ce_fwd_##S(const T* logits, const TI* targets, long long ignore, void* loss, int loss_dt, \
-                                      float* lse, int C)                                                          \
-{ ce_fwd_body(logits, targets, ignore, loss, loss_dt, lse, C); }                                                  \
-extern "C" __global__ void ce_bwd_##S(const T* logits, const TI* targets, long long ignore, const float* lse,       \
-                                      const void* dloss, int dloss_dt, T* dlogits, int C)                         \
+
+
+extern "C" __global__ void ce_fwd_f32_i32(const float* logits, const int* targets, long long ignore, void* loss, int loss_dt,
+                                      float* lse, int C)
+{ ce_fwd_body(logits, targets, ignore, loss, loss_dt, lse, C); }
+extern "C" __global__ void ce_bwd_f32_i32(const float* logits, const int* targets, long long ignore, const float* lse,
+                                      const void* dloss, int dloss_dt, float* dlogits, int C)
 { ce_bwd_body(logits, targets, ignore, lse, dloss, dloss_dt, dlogits, C); }
 
-FIBER_CE(float, int, f32_i32)
-FIBER_CE(float, long long, f32_i64)
-FIBER_CE(bf16, int, bf16_i32)
-FIBER_CE(bf16, long long, bf16_i64)
+extern "C" __global__ void ce_fwd_f32_i64(const float* logits, const long long* targets, long long ignore, void* loss, int loss_dt,
+                                      float* lse, int C)
+{ ce_fwd_body(logits, targets, ignore, loss, loss_dt, lse, C); }
+extern "C" __global__ void ce_bwd_f32_i64(const float* logits, const long long* targets, long long ignore, const float* lse,
+                                      const void* dloss, int dloss_dt, float* dlogits, int C)
+{ ce_bwd_body(logits, targets, ignore, lse, dloss, dloss_dt, dlogits, C); }
+
+extern "C" __global__ void ce_fwd_bf16_i32(const bf16* logits, const int* targets, long long ignore, void* loss, int loss_dt,
+                                      float* lse, int C)
+{ ce_fwd_body(logits, targets, ignore, loss, loss_dt, lse, C); }
+extern "C" __global__ void ce_bwd_bf16_i32(const bf16* logits, const int* targets, long long ignore, const float* lse,
+                                      const void* dloss, int dloss_dt, bf16* dlogits, int C)
+{ ce_bwd_body(logits, targets, ignore, lse, dloss, dloss_dt, dlogits, C); }
+
+extern "C" __global__ void ce_fwd_bf16_i64(const bf16* logits, const long long* targets, long long ignore, void* loss, int loss_dt,
+                                      float* lse, int C)
+{ ce_fwd_body(logits, targets, ignore, loss, loss_dt, lse, C); }
+extern "C" __global__ void ce_bwd_bf16_i64(const bf16* logits, const long long* targets, long long ignore, const float* lse,
+                                      const void* dloss, int dloss_dt, bf16* dlogits, int C)
+{ ce_bwd_body(logits, targets, ignore, lse, dloss, dloss_dt, dlogits, C); }

@@ -28,13 +28,18 @@ __device__ __forceinline__ void dropout_bwd_body(const T* dy, T* dx, long long n
     }
 }
 
-#define FIBER_DROPOUT(T, S)                                                                                        \
-extern "C" __global__ void dropout_fwd_##S(const T* x, T* y, long long n, float p, unsigned long long seed,       \
-                                           unsigned long long offset)                                             \
-{ dropout_fwd_body(x, y, n, p, seed, offset); }                                                                   \
-extern "C" __global__ void dropout_bwd_##S(const T* dy, T* dx, long long n, float p, unsigned long long seed,     \
-                                           unsigned long long offset)                                             \
+
+
+extern "C" __global__ void dropout_fwd_f32(const float* x, float* y, long long n, float p, unsigned long long seed,
+                                           unsigned long long offset)
+{ dropout_fwd_body(x, y, n, p, seed, offset); }
+extern "C" __global__ void dropout_bwd_f32(const float* dy, float* dx, long long n, float p, unsigned long long seed,
+                                           unsigned long long offset)
 { dropout_bwd_body(dy, dx, n, p, seed, offset); }
 
-FIBER_DROPOUT(float, f32)
-FIBER_DROPOUT(bf16, bf16)
+extern "C" __global__ void dropout_fwd_bf16(const bf16* x, bf16* y, long long n, float p, unsigned long long seed,
+                                           unsigned long long offset)
+{ dropout_fwd_body(x, y, n, p, seed, offset); }
+extern "C" __global__ void dropout_bwd_bf16(const bf16* dy, bf16* dx, long long n, float p, unsigned long long seed,
+                                           unsigned long long offset)
+{ dropout_bwd_body(dy, dx, n, p, seed, offset); }

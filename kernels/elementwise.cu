@@ -30,15 +30,19 @@ __device__ __forceinline__ void map2(const T* a, const T* b, T* y, i64 n, Op op)
     for (i64 i = np * N + t; i < n; i += stride) y[i] = from_f<T>(op(to_f(a[i]), to_f(b[i])));
 }
 
-#define FIBER_EW(T, S)                                                                                      \
-extern "C" __global__ void ew_add_##S(const T* a, const T* b, T* y, long long n) { OpAdd o; o.s = 0; map2(a, b, y, n, o); } \
-extern "C" __global__ void ew_mul_##S(const T* a, const T* b, T* y, long long n) { OpMul o; o.s = 0; map2(a, b, y, n, o); } \
-extern "C" __global__ void ew_scale_##S(const T* x, float s, T* y, long long n) { OpScale o; o.s = s; map2(x, x, y, n, o); } \
-extern "C" __global__ void ew_axpy_##S(float alpha, const T* x, T* y, long long n) { OpAxpy o; o.s = alpha; map2(x, (const T*)y, y, n, o); } \
-extern "C" __global__ void ew_fill_##S(T* y, float value, long long n) { T v = from_f<T>(value); FIBER_GRID_LOOP(i, n) y[i] = v; }
 
-FIBER_EW(float, f32)
-FIBER_EW(bf16, bf16)
+
+extern "C" __global__ void ew_add_f32(const float* a, const float* b, float* y, long long n) { OpAdd o; o.s = 0; map2(a, b, y, n, o); }
+extern "C" __global__ void ew_mul_f32(const float* a, const float* b, float* y, long long n) { OpMul o; o.s = 0; map2(a, b, y, n, o); }
+extern "C" __global__ void ew_scale_f32(const float* x, float s, float* y, long long n) { OpScale o; o.s = s; map2(x, x, y, n, o); }
+extern "C" __global__ void ew_axpy_f32(float alpha, const float* x, float* y, long long n) { OpAxpy o; o.s = alpha; map2(x, (const float*)y, y, n, o); }
+extern "C" __global__ void ew_fill_f32(float* y, float value, long long n) { float v = from_f<float>(value); FIBER_GRID_LOOP(i, n) y[i] = v; }
+
+extern "C" __global__ void ew_add_bf16(const bf16* a, const bf16* b, bf16* y, long long n) { OpAdd o; o.s = 0; map2(a, b, y, n, o); }
+extern "C" __global__ void ew_mul_bf16(const bf16* a, const bf16* b, bf16* y, long long n) { OpMul o; o.s = 0; map2(a, b, y, n, o); }
+extern "C" __global__ void ew_scale_bf16(const bf16* x, float s, bf16* y, long long n) { OpScale o; o.s = s; map2(x, x, y, n, o); }
+extern "C" __global__ void ew_axpy_bf16(float alpha, const bf16* x, bf16* y, long long n) { OpAxpy o; o.s = alpha; map2(x, (const bf16*)y, y, n, o); }
+extern "C" __global__ void ew_fill_bf16(bf16* y, float value, long long n) { bf16 v = from_f<bf16>(value); FIBER_GRID_LOOP(i, n) y[i] = v; }
 
 extern "C" __global__ void ew_fill_i32(int* y, int value, long long n) { FIBER_GRID_LOOP(i, n) y[i] = value; }
 extern "C" __global__ void ew_fill_i64(long long* y, long long value, long long n) { FIBER_GRID_LOOP(i, n) y[i] = value; }
@@ -66,9 +70,11 @@ __device__ __forceinline__ void add_bias_body(const T* x, const P* bias, T* y, i
     for (i64 i = np * N + t; i < n; i += stride) y[i] = from_f<T>(to_f(x[i]) + to_f(bias[i % C]));
 }
 
-#define FIBER_ADD_BIAS(T, P, S) \
-extern "C" __global__ void ew_add_bias_##S(const T* x, const P* bias, T* y, long long n, int C) { add_bias_body(x, bias, y, n, C); }
-FIBER_ADD_BIAS(float, float, f32_f32)
-FIBER_ADD_BIAS(float, bf16, f32_bf16)
-FIBER_ADD_BIAS(bf16, float, bf16_f32)
-FIBER_ADD_BIAS(bf16, bf16, bf16_bf16)
+
+extern "C" __global__ void ew_add_bias_f32_f32(const float* x, const float* bias, float* y, long long n, int C) { add_bias_body(x, bias, y, n, C); }
+
+extern "C" __global__ void ew_add_bias_f32_bf16(const float* x, const bf16* bias, float* y, long long n, int C) { add_bias_body(x, bias, y, n, C); }
+
+extern "C" __global__ void ew_add_bias_bf16_f32(const bf16* x, const float* bias, bf16* y, long long n, int C) { add_bias_body(x, bias, y, n, C); }
+
+extern "C" __global__ void ew_add_bias_bf16_bf16(const bf16* x, const bf16* bias, bf16* y, long long n, int C) { add_bias_body(x, bias, y, n, C); }

@@ -51,22 +51,40 @@ __device__ __forceinline__ void emb_bwd_body(const T* dy, const TI* ids, P* dw, 
     }
 }
 
-#define FIBER_EMB_FWD(T, TI, S) \
-extern "C" __global__ void embedding_fwd_##S(const T* w, const TI* ids, T* y, long long V, long long N, int D) \
+
+
+extern "C" __global__ void embedding_fwd_f32_i32(const float* w, const int* ids, float* y, long long V, long long N, int D)
 { emb_fwd_body(w, ids, y, V, N, D); }
-#define FIBER_EMB_BWD(T, P, TI, S) \
-extern "C" __global__ void embedding_bwd_##S(const T* dy, const TI* ids, P* dw, long long V, long long N, int D) \
+
+extern "C" __global__ void embedding_fwd_f32_i64(const float* w, const long long* ids, float* y, long long V, long long N, int D)
+{ emb_fwd_body(w, ids, y, V, N, D); }
+
+extern "C" __global__ void embedding_fwd_bf16_i32(const bf16* w, const int* ids, bf16* y, long long V, long long N, int D)
+{ emb_fwd_body(w, ids, y, V, N, D); }
+
+extern "C" __global__ void embedding_fwd_bf16_i64(const bf16* w, const long long* ids, bf16* y, long long V, long long N, int D)
+{ emb_fwd_body(w, ids, y, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_f32_f32_i32(const float* dy, const int* ids, float* dw, long long V, long long N, int D)
 { emb_bwd_body(dy, ids, dw, V, N, D); }
 
-FIBER_EMB_FWD(float, int, f32_i32)
-FIBER_EMB_FWD(float, long long, f32_i64)
-FIBER_EMB_FWD(bf16, int, bf16_i32)
-FIBER_EMB_FWD(bf16, long long, bf16_i64)
-FIBER_EMB_BWD(float, float, int, f32_f32_i32)
-FIBER_EMB_BWD(float, float, long long, f32_f32_i64)
-FIBER_EMB_BWD(float, bf16, int, f32_bf16_i32)
-FIBER_EMB_BWD(float, bf16, long long, f32_bf16_i64)
-FIBER_EMB_BWD(bf16, float, int, bf16_f32_i32)
-FIBER_EMB_BWD(bf16, float, long long, bf16_f32_i64)
-FIBER_EMB_BWD(bf16, bf16, int, bf16_bf16_i32)
-FIBER_EMB_BWD(bf16, bf16, long long, bf16_bf16_i64)
+extern "C" __global__ void embedding_bwd_f32_f32_i64(const float* dy, const long long* ids, float* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_f32_bf16_i32(const float* dy, const int* ids, bf16* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_f32_bf16_i64(const float* dy, const long long* ids, bf16* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_bf16_f32_i32(const bf16* dy, const int* ids, float* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_bf16_f32_i64(const bf16* dy, const long long* ids, float* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_bf16_bf16_i32(const bf16* dy, const int* ids, bf16* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }
+
+extern "C" __global__ void embedding_bwd_bf16_bf16_i64(const bf16* dy, const long long* ids, bf16* dw, long long V, long long N, int D)
+{ emb_bwd_body(dy, ids, dw, V, N, D); }

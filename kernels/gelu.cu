@@ -68,14 +68,28 @@ __device__ __forceinline__ void bias_gelu_bwd_body(const T* x, const P* bias, co
     if (partial) colpart_finish(acc, nv, C, partial + (i64)blockIdx.y * C);
 }
 
-#define FIBER_GELU(T, P, S)                                                                                  \
-extern "C" __global__ void bias_gelu_fwd_##S(const T* x, const P* bias, T* y, long long n, int C)          \
-{ bias_gelu_fwd_body(x, bias, y, n, C); }                                                                    \
-extern "C" __global__ void bias_gelu_bwd_##S(const T* x, const P* bias, const T* dy, T* dx, float* partial, \
-                                             long long rows, int C, int vec)                                \
+
+
+extern "C" __global__ void bias_gelu_fwd_f32_f32(const float* x, const float* bias, float* y, long long n, int C)
+{ bias_gelu_fwd_body(x, bias, y, n, C); }
+extern "C" __global__ void bias_gelu_bwd_f32_f32(const float* x, const float* bias, const float* dy, float* dx, float* partial,
+                                             long long rows, int C, int vec)
 { bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }
 
-FIBER_GELU(float, float, f32_f32)
-FIBER_GELU(float, bf16, f32_bf16)
-FIBER_GELU(bf16, float, bf16_f32)
-FIBER_GELU(bf16, bf16, bf16_bf16)
+extern "C" __global__ void bias_gelu_fwd_f32_bf16(const float* x, const bf16* bias, float* y, long long n, int C)
+{ bias_gelu_fwd_body(x, bias, y, n, C); }
+extern "C" __global__ void bias_gelu_bwd_f32_bf16(const float* x, const bf16* bias, const float* dy, float* dx, float* partial,
+                                             long long rows, int C, int vec)
+{ bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }
+
+extern "C" __global__ void bias_gelu_fwd_bf16_f32(const bf16* x, const float* bias, bf16* y, long long n, int C)
+{ bias_gelu_fwd_body(x, bias, y, n, C); }
+extern "C" __global__ void bias_gelu_bwd_bf16_f32(const bf16* x, const float* bias, const bf16* dy, bf16* dx, float* partial,
+                                             long long rows, int C, int vec)
+{ bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }
+
+extern "C" __global__ void bias_gelu_fwd_bf16_bf16(const bf16* x, const bf16* bias, bf16* y, long long n, int C)
+{ bias_gelu_fwd_body(x, bias, y, n, C); }
+extern "C" __global__ void bias_gelu_bwd_bf16_bf16(const bf16* x, const bf16* bias, const bf16* dy, bf16* dx, float* partial,
+                                             long long rows, int C, int vec)
+{ bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }

@@ -153,15 +153,32 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
     }
 }
 
-#define FIBER_LN(T, P, S)                                                                                       \
-extern "C" __global__ void layernorm_fwd_##S(const T* x, const T* res, const P* gamma, const P* beta, float eps, \
-    T* y, T* resout, float* mean, float* rstd, long long rows, int C)                                            \
-{ ln_fwd_body(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }                                       \
-extern "C" __global__ void layernorm_bwd_##S(const T* s, const P* gamma, const float* mean, const float* rstd,    \
-    const T* dy, T* dx, float* partial, long long rows, int C)                                                    \
+
+
+extern "C" __global__ void layernorm_fwd_f32_f32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_body(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
 
-FIBER_LN(float, float, f32_f32)
-FIBER_LN(float, bf16, f32_bf16)
-FIBER_LN(bf16, float, bf16_f32)
-FIBER_LN(bf16, bf16, bf16_bf16)
+extern "C" __global__ void layernorm_fwd_f32_bf16(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_body(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+
+extern "C" __global__ void layernorm_fwd_bf16_f32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_body(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+
+extern "C" __global__ void layernorm_fwd_bf16_bf16(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_body(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }

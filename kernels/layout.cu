@@ -43,17 +43,44 @@ __device__ __forceinline__ void copy_slice_body(const T* x, T* y, long long oute
 
 // Plain copies move bits through integer types, so no float conversion is involved.
 
-#define FIBER_PERMUTE(T, OP, S)                                                                               \
-extern "C" __global__ void permute_##S(const T* x, T* y, long long n,                                        \
-    long long d0, long long d1, long long d2, long long d3, long long d4, long long d5,                      \
-    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5)                      \
-{ permute_body<T, OP>(x, y, n, d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5); }                            \
-extern "C" __global__ void copy_slice_##S(const T* x, T* y, long long outer, long long inner, long long Lx,   \
-    long long Ly, long long src, long long dst, long long len)                                               \
-{ copy_slice_body<T, OP>(x, y, outer, inner, Lx, Ly, src, dst, len); }
 
-FIBER_PERMUTE(u16, SetOp, copy2)
-FIBER_PERMUTE(u32, SetOp, copy4)
-FIBER_PERMUTE(u64, SetOp, copy8)
-FIBER_PERMUTE(float, AddOp, acc_f32)
-FIBER_PERMUTE(bf16, AddOp, acc_bf16)
+
+extern "C" __global__ void permute_copy2(const u16* x, u16* y, long long n,
+    long long d0, long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5)
+{ permute_body<u16, SetOp>(x, y, n, d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5); }
+extern "C" __global__ void copy_slice_copy2(const u16* x, u16* y, long long outer, long long inner, long long Lx,
+    long long Ly, long long src, long long dst, long long len)
+{ copy_slice_body<u16, SetOp>(x, y, outer, inner, Lx, Ly, src, dst, len); }
+
+extern "C" __global__ void permute_copy4(const u32* x, u32* y, long long n,
+    long long d0, long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5)
+{ permute_body<u32, SetOp>(x, y, n, d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5); }
+extern "C" __global__ void copy_slice_copy4(const u32* x, u32* y, long long outer, long long inner, long long Lx,
+    long long Ly, long long src, long long dst, long long len)
+{ copy_slice_body<u32, SetOp>(x, y, outer, inner, Lx, Ly, src, dst, len); }
+
+extern "C" __global__ void permute_copy8(const u64* x, u64* y, long long n,
+    long long d0, long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5)
+{ permute_body<u64, SetOp>(x, y, n, d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5); }
+extern "C" __global__ void copy_slice_copy8(const u64* x, u64* y, long long outer, long long inner, long long Lx,
+    long long Ly, long long src, long long dst, long long len)
+{ copy_slice_body<u64, SetOp>(x, y, outer, inner, Lx, Ly, src, dst, len); }
+
+extern "C" __global__ void permute_acc_f32(const float* x, float* y, long long n,
+    long long d0, long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5)
+{ permute_body<float, AddOp>(x, y, n, d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5); }
+extern "C" __global__ void copy_slice_acc_f32(const float* x, float* y, long long outer, long long inner, long long Lx,
+    long long Ly, long long src, long long dst, long long len)
+{ copy_slice_body<float, AddOp>(x, y, outer, inner, Lx, Ly, src, dst, len); }
+
+extern "C" __global__ void permute_acc_bf16(const bf16* x, bf16* y, long long n,
+    long long d0, long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5)
+{ permute_body<bf16, AddOp>(x, y, n, d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5); }
+extern "C" __global__ void copy_slice_acc_bf16(const bf16* x, bf16* y, long long outer, long long inner, long long Lx,
+    long long Ly, long long src, long long dst, long long len)
+{ copy_slice_body<bf16, AddOp>(x, y, outer, inner, Lx, Ly, src, dst, len); }

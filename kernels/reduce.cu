@@ -129,20 +129,29 @@ __device__ __forceinline__ void l2norm_bwd_body(const T* y, const float* norm, f
     }
 }
 
-#define FIBER_REDUCE(T, S)                                                                                        \
-extern "C" __global__ void sum_rows_##S(const T* x, float* partial, long long rows, int C, int vec)             \
-{ sum_rows_body(x, partial, rows, C, vec); }                                                                      \
-extern "C" __global__ void sum_last_##S(const T* x, void* y, int ydt, long long rows, int C)                      \
-{ sum_last_body(x, y, ydt, rows, C); }                                                                            \
-extern "C" __global__ void sum_all_##S(const T* x, long long n, float* partial) { sum_all_body(x, n, partial); }    \
-extern "C" __global__ void l2norm_fwd_##S(const T* x, float eps, T* y, float* norm, long long rows, int C)        \
-{ l2norm_fwd_body(x, eps, y, norm, rows, C); }                                                                    \
-extern "C" __global__ void l2norm_bwd_##S(const T* y, const float* norm, float eps, const T* dy, T* dx,           \
-                                          long long rows, int C)                                                  \
+
+
+extern "C" __global__ void sum_rows_f32(const float* x, float* partial, long long rows, int C, int vec)
+{ sum_rows_body(x, partial, rows, C, vec); }
+extern "C" __global__ void sum_last_f32(const float* x, void* y, int ydt, long long rows, int C)
+{ sum_last_body(x, y, ydt, rows, C); }
+extern "C" __global__ void sum_all_f32(const float* x, long long n, float* partial) { sum_all_body(x, n, partial); }
+extern "C" __global__ void l2norm_fwd_f32(const float* x, float eps, float* y, float* norm, long long rows, int C)
+{ l2norm_fwd_body(x, eps, y, norm, rows, C); }
+extern "C" __global__ void l2norm_bwd_f32(const float* y, const float* norm, float eps, const float* dy, float* dx,
+                                          long long rows, int C)
 { l2norm_bwd_body(y, norm, eps, dy, dx, rows, C); }
 
-FIBER_REDUCE(float, f32)
-FIBER_REDUCE(bf16, bf16)
+extern "C" __global__ void sum_rows_bf16(const bf16* x, float* partial, long long rows, int C, int vec)
+{ sum_rows_body(x, partial, rows, C, vec); }
+extern "C" __global__ void sum_last_bf16(const bf16* x, void* y, int ydt, long long rows, int C)
+{ sum_last_body(x, y, ydt, rows, C); }
+extern "C" __global__ void sum_all_bf16(const bf16* x, long long n, float* partial) { sum_all_body(x, n, partial); }
+extern "C" __global__ void l2norm_fwd_bf16(const bf16* x, float eps, bf16* y, float* norm, long long rows, int C)
+{ l2norm_fwd_body(x, eps, y, norm, rows, C); }
+extern "C" __global__ void l2norm_bwd_bf16(const bf16* y, const float* norm, float eps, const bf16* dy, bf16* dx,
+                                          long long rows, int C)
+{ l2norm_bwd_body(y, norm, eps, dy, dx, rows, C); }
 
 // One entry per tensor of a SumOfSquares call (device memory, 24 bytes; CudaBackend mirrors it).
 struct SumsqEntry { u64 ptr; long long n; int dt; int pad; };

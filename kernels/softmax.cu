@@ -81,11 +81,14 @@ __device__ __forceinline__ void softmax_bwd_body(const T* y, const T* dy, float 
     }
 }
 
-#define FIBER_SOFTMAX(T, S)                                                                                   \
-extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, float scale, long long rows, int C)             \
-{ softmax_fwd_body(x, y, scale, rows, C); }                                                                   \
-extern "C" __global__ void softmax_bwd_##S(const T* y, const T* dy, float scale, T* dx, long long rows, int C) \
+
+
+extern "C" __global__ void softmax_fwd_f32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_body(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_body(y, dy, scale, dx, rows, C); }
 
-FIBER_SOFTMAX(float, f32)
-FIBER_SOFTMAX(bf16, bf16)
+extern "C" __global__ void softmax_fwd_bf16(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_body(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_body(y, dy, scale, dx, rows, C); }
