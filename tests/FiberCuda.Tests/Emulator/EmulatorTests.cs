@@ -144,6 +144,16 @@ public sealed class EmulatorTests
     }
 
     [TestMethod]
+    public void ShuffleFromAnExitedLaneIsPoisoned()
+    {
+        var x = Enumerable.Range(0, 32).Select(i => i + 0.5f).ToArray();
+        nint dx = Upload(x), dout = Zeros<float>(16);
+        Launch(File, "shfl_from_exited", 1, 32, 0, dx, dout);
+        foreach (var v in Download<float>(dout, 16)) Assert.IsTrue(float.IsNaN(v), $"read {v} from an exited lane");
+        Device.Free(dx); Device.Free(dout);
+    }
+
+    [TestMethod]
     public void VotesAndBarrierPredicates()
     {
         const int threads = 96;
@@ -273,6 +283,21 @@ public sealed class EmulatorTests
             var lanes = x.Skip(w * 32).Take(32).ToArray();
             CollectionAssert.AreEqual(new[] { lanes.Sum(), lanes.Min(), lanes.Max(), w < 2 ? -1 : 0xFFFF }, got.AsSpan(w * 4, 4).ToArray(), $"warp {w}");
         }
+        Device.Free(dx); Device.Free(dout);
+    }
+
+    [TestMethod]
+    public void ScalarSharedVariableIsSeenByAllThreadsAfterABarrier()
+    {
+        const int threads = 96, rounds = 40;
+        var rng = new Random(6);
+        var x = Enumerable.Range(0, rounds).Select(_ => rng.Next()).ToArray();
+        nint dx = Upload(x), dout = Zeros<int>(rounds * threads);
+        Launch(File, "shared_scalar_broadcast", 2, threads, 0, dx, dout, rounds);
+        var got = Download<int>(dout, rounds * threads);
+        for (int r = 0; r < rounds; r++)
+            for (int t = 0; t < threads; t++)
+                Assert.AreEqual(x[r], got[r * threads + t], $"round {r} thread {t}");
         Device.Free(dx); Device.Free(dout);
     }
 

@@ -153,6 +153,15 @@ int main(int argc, char** argv)
         save_bits("dyn_clash", get(dclash, 1));
         dfree(dx); dfree(dout); dfree(dw); dfree(dy); dfree(dclash);
     }
+    {   // scalar shared broadcast
+        std::vector<int> x(40);
+        for (auto& v : x) v = (int)rnd();
+        auto dx = dev(x);
+        int* dout = (int*)dalloc(40 * 96 * 4);
+        launch(shared_scalar_broadcast, dim3(2), dim3(96), 0, dx, dout, 40);
+        save_bits("shared_scalar", get(dout, 40 * 96));
+        dfree(dx); dfree(dout);
+    }
     {   // atomics (order-independent results only)
         int n = 128 * 64 - 77;
         std::vector<int> vals(n);
