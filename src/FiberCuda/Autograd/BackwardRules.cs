@@ -205,8 +205,12 @@ public static class BackwardRules
     static void Sum(Node n, Tensor dy, GradSink sink)
     {
         if (sink.For(0) is not { } dx || dx.Numel == 0) return;
+        var be = dy.Backend;
         var v = dx.Reshape((int)dx.Numel, 1);
-        dy.Backend.AddBias(v, dy, v);
+        if (dy.DType == dx.DType) { be.AddBias(v, dy, v); return; }
+        using var g = be.Empty(new[] { 1 }, dx.DType); // keep AddBias single-dtype for the GPU kernels
+        be.Cast(dy, g);
+        be.AddBias(v, g, v);
     }
 
     // y[r] = Σ_c x[r,c]:  dx[r,c] += g[r]  (a rank-1 GEMM: g[R,1]·ones[1,C])
