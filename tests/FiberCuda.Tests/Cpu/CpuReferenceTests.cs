@@ -278,3 +278,53 @@ public sealed class CpuReferenceTests
         for (int i = 0; i < 12; i++) Assert.IsTrue(Math.Abs(got[i] - e[i]) <= Math.Abs(e[i]) * (1.0 / 128) + 1e-6, $"gemm bf16 [{i}] {got[i]} vs {e[i]}");
     }
 }
+
+[TestClass]
+public sealed class SpecialMathTests
+{
+    [TestMethod]
+    public void FloatGeluIsCorrectlyRoundedDoubleGelu()
+    {
+        // The float path drops the Chebyshev tail; it must still agree with the double GELU to float precision.
+        for (int i = -80000; i <= 80000; i++)
+        {
+            float x = i * 1e-4f;
+            float a = Ops.SpecialMath.GeluF(x), e = (float)Ops.SpecialMath.Gelu(x);
+            float ga = Ops.SpecialMath.GeluGradF(x), ge = (float)Ops.SpecialMath.GeluGrad(x);
+            Assert.AreEqual(e, a, Math.Abs(e) * 2.5e-7 + 1e-30, $"gelu({x})");
+            Assert.AreEqual(ge, ga, Math.Abs(ge) * 2.5e-7 + 1e-30, $"gelu'({x})");
+        }
+    }
+}
+
+[TestClass]
+public sealed class CpuDeterminismTests
+{
+    [TestMethod]
+    public void ParallelReductionsAreBitwiseRepeatable()
+    {
+        // Large enough to take the multi-threaded paths; cross-row reductions use fixed blocks, so repeated runs agree bit for bit.
+        var be = Backends.Backend.Cpu;
+        int rows = 1000, c = 96;
+        using var x = be.FromDoubles(Support.Check.Rand(1, rows * c), [rows, c], Tensors.DType.F32);
+        using var dy = be.FromDoubles(Support.Check.Rand(2, rows * c), [rows, c], Tensors.DType.F32);
+        using var g = be.FromDoubles(Support.Check.Rand(3, c), [c], Tensors.DType.F32);
+        using var b = be.FromDoubles(Support.Check.Rand(4, c), [c], Tensors.DType.F32);
+        float[]? first = null;
+        for (int rep = 0; rep < 3; rep++)
+        {
+            using var y = be.Empty([rows, c], Tensors.DType.F32); using var mean = be.Empty([rows], Tensors.DType.F32); using var rstd = be.Empty([rows], Tensors.DType.F32);
+            be.LayerNorm(x, null, g, b, 1e-5f, y, null, mean, rstd);
+            using var dx = be.Zeros([rows, c], Tensors.DType.F32); using var dg = be.Zeros([c], Tensors.DType.F32); using var db = be.Zeros([c], Tensors.DType.F32);
+            be.LayerNormBackward(x, g, mean, rstd, dy, dx, dg, db);
+            using var ss = be.Empty([1], Tensors.DType.F32); be.SumOfSquares([x, dy], ss);
+            using var sr = be.Zeros([c], Tensors.DType.F32); be.SumRows(dy, sr, accumulate: true);
+            using var dbias = be.Zeros([c], Tensors.DType.F32); using var dx2 = be.Zeros([rows, c], Tensors.DType.F32);
+            be.BiasGeluBackward(x, b, dy, dx2, dbias);
+            var all = dx.ToFloatArray().Concat(dg.ToFloatArray()).Concat(db.ToFloatArray()).Concat(ss.ToFloatArray())
+                .Concat(sr.ToFloatArray()).Concat(dbias.ToFloatArray()).Concat(dx2.ToFloatArray()).ToArray();
+            if (first is null) first = all;
+            else CollectionAssert.AreEqual(first, all, $"repeat {rep}");
+        }
+    }
+}
