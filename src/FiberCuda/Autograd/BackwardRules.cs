@@ -188,12 +188,15 @@ public static class BackwardRules
         be.Scale(dy, 1f / count, gs);
         using var dloss = be.Zeros(new[] { rows, 1 }, lse.DType);
         be.AddBias(dloss, gs, dloss); // broadcast the scalar to every row without reading it on the host
-        be.CrossEntropyBackward(logits, targets, n.Attr<int>("ignoreIndex"), lse, dloss.Reshape(rows), dlogits);
+        int c = logits.Dim(-1);
+        be.CrossEntropyBackward(logits.Reshape(rows, c), targets.Reshape(rows), n.Attr<int>("ignoreIndex"), lse, dloss.Reshape(rows), dlogits.Reshape(rows, c));
     }
 
     static void Embedding(Node n, Tensor dy, GradSink sink)
     {
-        if (sink.For(0) is { } dw) dy.Backend.EmbeddingBackward(dy, n.Saved[0]!, dw);
+        if (sink.For(0) is not { } dw) return;
+        var ids = n.Saved[0]!; int d = dw.Dim(-1);
+        dy.Backend.EmbeddingBackward(dy.Reshape((int)ids.Numel, d), ids.Reshape((int)ids.Numel), dw);
     }
 
     static void Dropout(Node n, Tensor dy, GradSink sink)

@@ -196,7 +196,8 @@ public static class F
         var st = StatType(logits);
         var loss = be.Empty(new[] { n }, st);
         var lse = be.Empty(new[] { n }, st);
-        be.CrossEntropy(logits, targets, ignoreIndex, loss, lse);
+        int c = logits.Dim(-1);
+        be.CrossEntropy(logits.Reshape(n, c), targets.Reshape(n), ignoreIndex, loss, lse); // the op's contract is [N,C] and [N]
         int count = keptRows ?? CountKept(targets, ignoreIndex);
         var y = be.Empty(new[] { 1 }, st);
         be.SumAll(loss, y);
@@ -223,7 +224,7 @@ public static class F
         var be = weight.Backend;
         int d = weight.Dim(-1);
         var y = be.Empty(ids.Shape.Concat(new[] { d }).ToArray(), weight.DType);
-        be.Embedding(weight, ids, y);
+        be.Embedding(weight, ids.Reshape((int)ids.Numel), y.Reshape((int)ids.Numel, d)); // the op's contract is ids [N], y [N,D]
         return Record("embedding", y, new[] { weight }, saved: new[] { ids });
     }
 
