@@ -188,12 +188,15 @@ public static class BackwardRules
         be.Scale(dy, 1f / count, gs);
         using var dloss = be.Zeros(new[] { rows, 1 }, lse.DType);
         be.AddBias(dloss, gs, dloss); // broadcast the scalar to every row without reading it on the host
-        be.CrossEntropyBackward(logits, targets, n.Attr<int>("ignoreIndex"), lse, dloss.Reshape(rows), dlogits);
+        int c = logits.Dim(-1);
+        be.CrossEntropyBackward(logits.Reshape(rows, c), targets.Reshape(rows), n.Attr<int>("ignoreIndex"), lse, dloss.Reshape(rows), dlogits.Reshape(rows, c));
     }
 
     static void Embedding(Node n, Tensor dy, GradSink sink)
     {
-        if (sink.For(0) is { } dw) dy.Backend.EmbeddingBackward(dy, n.Saved[0]!, dw);
+        if (sink.For(0) is not { } dw) return;
+        var ids = n.Saved[0]!; int d = dw.Dim(-1);
+        dy.Backend.EmbeddingBackward(dy.Reshape((int)ids.Numel, d), ids.Reshape((int)ids.Numel), dw);
     }
 
     static void Dropout(Node n, Tensor dy, GradSink sink)
@@ -205,8 +208,12 @@ public static class BackwardRules
     static void Sum(Node n, Tensor dy, GradSink sink)
     {
         if (sink.For(0) is not { } dx || dx.Numel == 0) return;
+        var be = dy.Backend;
         var v = dx.Reshape((int)dx.Numel, 1);
-        dy.Backend.AddBias(v, dy, v);
+        if (dy.DType == dx.DType) { be.AddBias(v, dy, v); return; }
+        using var g = be.Empty(new[] { 1 }, dx.DType); // keep AddBias single-dtype for the GPU kernels
+        be.Cast(dy, g);
+        be.AddBias(v, g, v);
     }
 
     // y[r] = Σ_c x[r,c]:  dx[r,c] += g[r]  (a rank-1 GEMM: g[R,1]·ones[1,C])

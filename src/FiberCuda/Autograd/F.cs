@@ -187,7 +187,8 @@ public static class F
     /// row is ignored). logits [..., C], targets [...] i32/i64 (read on the host to count rows).
     /// Returns a one-element tensor [1], f32 (f64 for f64 logits).
     /// </summary>
-    public static Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex = DefaultIgnoreIndex)
+    /// <param name="keptRows">The number of non-ignored targets when the caller knows it (skips reading targets back from a GPU).</param>
+    public static Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex = DefaultIgnoreIndex, int? keptRows = null)
     {
         var be = logits.Backend;
         int n = checked((int)ShapeUtil.Rows(logits.Shape));
@@ -195,8 +196,9 @@ public static class F
         var st = StatType(logits);
         var loss = be.Empty(new[] { n }, st);
         var lse = be.Empty(new[] { n }, st);
-        be.CrossEntropy(logits, targets, ignoreIndex, loss, lse);
-        int count = CountKept(targets, ignoreIndex);
+        int c = logits.Dim(-1);
+        be.CrossEntropy(logits.Reshape(n, c), targets.Reshape(n), ignoreIndex, loss, lse); // the op's contract is [N,C] and [N]
+        int count = keptRows ?? CountKept(targets, ignoreIndex);
         var y = be.Empty(new[] { 1 }, st);
         be.SumAll(loss, y);
         be.Scale(y, count == 0 ? 0f : 1f / count, y);
@@ -222,7 +224,7 @@ public static class F
         var be = weight.Backend;
         int d = weight.Dim(-1);
         var y = be.Empty(ids.Shape.Concat(new[] { d }).ToArray(), weight.DType);
-        be.Embedding(weight, ids, y);
+        be.Embedding(weight, ids.Reshape((int)ids.Numel), y.Reshape((int)ids.Numel, d)); // the op's contract is ids [N], y [N,D]
         return Record("embedding", y, new[] { weight }, saved: new[] { ids });
     }
 
