@@ -185,8 +185,14 @@ public static class FiberConverter
         {
             var p = FiberConfig.Preset(n);
             if (p.Stage != c.Stage) continue;
-            var probe = c with { Name = p.Name };
-            if (c.Stage == FiberStage.Coarse) probe = probe with { Heads = p.Heads, MaxTextLen = p.MaxTextLen, QueueSize = p.QueueSize, VqaLabels = p.VqaLabels };
+            // Compare only what shapes determine: task heads, queue sizes and the other stage's fields are not the tower.
+            var probe = c with
+            {
+                Name = p.Name, Heads = p.Heads, MaxTextLen = p.MaxTextLen, QueueSize = p.QueueSize, VqaLabels = p.VqaLabels,
+            };
+            probe = c.Stage == FiberStage.Coarse
+                ? probe with { FpnChannels = p.FpnChannels, DyHeadBlocks = p.DyHeadBlocks, NumClasses = p.NumClasses, DotProductDim = p.DotProductDim }
+                : probe with { ImageSize = p.ImageSize, CrossHidden = p.CrossHidden };
             if (probe.Equals(p)) return c with { Name = c.Stage == FiberStage.Coarse && !c.Heads.SequenceEqual(p.Heads) ? $"{p.Name}-{string.Join("-", c.Heads)}" : p.Name };
         }
         return c with { Name = c.Stage == FiberStage.Coarse ? $"fiber-coarse-{c.ImageSize}" : "fiber-fine" };
