@@ -24,6 +24,7 @@ root.SetAction(pr =>
     bool fiber = pr.GetValue(shapesOpt) == "fiber";
     var dt = pr.GetValue(dtypeOpt) == "f32" ? DType.F32 : DType.BF16;
     var only = pr.GetValue(opsOpt)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200; // logs keep whole rows
     AnsiConsole.MarkupLine($"[bold]device[/]: {Markup.Escape(note)}");
 
     Ceilings? ceilings = null;
