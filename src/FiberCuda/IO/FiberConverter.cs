@@ -303,7 +303,8 @@ public static class FiberConverter
             else if (!want[n].Stored) result.Dropped.Add(n);
 
         if (mismatches.Count > 0)
-            throw new ConvertMismatchException($"{mismatches.Count} shape mismatch(es):\n  " + string.Join("\n  ", mismatches));
+            throw new ConvertMismatchException($"{mismatches.Count} shape mismatch(es) against {cfg.Name}:\n  " + string.Join("\n  ", mismatches.Take(30))
+                + (mismatches.Count > 30 ? $"\n  … and {mismatches.Count - 30} more" : ""));
         if (result.Missing.Count > 0 && !o.AllowMissing)
             throw new ConvertMismatchException($"{result.Missing.Count} parameter(s) of {cfg.Name} are not in the input (use --allow-missing to write anyway): " + string.Join(", ", result.Missing.Take(20)));
         if (result.Unexpected.Count > 0 && !o.AllowUnexpected)

@@ -109,12 +109,14 @@ public sealed class Pickle
     public static object? Load(byte[] data, string where, Func<object?, object?>? persistentLoad = null, CallResolver? resolver = null)
         => new Pickle(new MemoryStream(data, false), where) { PersistentLoad = persistentLoad, Resolver = resolver }.Load();
 
-    // Modules whose callables can run code, touch the system or build arbitrary calls; refused by name.
+    // Modules whose callables can run code, touch the system or build arbitrary calls; refused by name. Harmless
+    // value classes that real checkpoints carry in their hyper-parameters (pathlib.PosixPath, functools.partial of
+    // an optimizer, ...) are not listed: like every unknown class they become inert placeholders.
     static readonly HashSet<string> DangerousModules =
     [
         "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "__builtins__", "shutil", "socket", "importlib",
         "runpy", "pty", "code", "codeop", "pickle", "_pickle", "cPickle", "marshal", "ctypes", "multiprocessing", "signal",
-        "webbrowser", "types", "operator", "functools", "io", "_io", "tempfile", "pathlib", "glob", "platform", "asyncio",
+        "webbrowser", "types", "io", "_io", "tempfile", "asyncio",
         "threading", "_thread", "posixpath", "ntpath", "commands", "popen2", "pdb", "timeit", "inspect", "gc", "zipimport",
         "pkgutil", "site", "sysconfig", "distutils", "setuptools", "pip", "torch.hub", "torch.jit", "torch._ops",
         "torch.ops", "torch.package", "torch.utils.cpp_extension", "torch.cuda", "torch.load", "dill", "numpy.testing",

@@ -64,3 +64,18 @@ public sealed class MaliciousPickleTests
             Assert.ThrowsExactly<UnsafePickleException>(() => Pickle.Load(bytes, name), name);
     }
 }
+
+[TestClass]
+public sealed class BenignMetadataTests
+{
+    [TestMethod]
+    public void HarmlessValueClassesAreInert()
+    {
+        // pathlib.PosixPath('/data') and functools.partial(torch.optim.AdamW, lr=1) style values in hyper-parameters.
+        byte[] p = [0x80, 2, .. "cpathlib\nPosixPath\nX\x05\x00\x00\x00/data"u8, 0x85, (byte)'R',
+            .. "cfunctools\npartial\ncargparse\nNamespace\n"u8, 0x85, (byte)'R', 0x86, (byte)'.'];
+        var r = (PyTuple)Pickle.Load(p, "test")!;
+        Assert.AreEqual("pathlib.PosixPath", ((PyObject)r[0]!).Type.FullName);
+        Assert.AreEqual("functools.partial", ((PyObject)r[1]!).Type.FullName);
+    }
+}

@@ -8,7 +8,9 @@ public sealed class TorchCheckpointTests
     [TestMethod]
     [DataRow("dtypes_zip.pt", "torch zip")]
     [DataRow("dtypes_legacy.pt", "torch legacy")]
+    [DataRow("dtypes_p3.pt", "torch zip")]
     [DataRow("dtypes_p4.pt", "torch zip")]
+    [DataRow("dtypes_p5.pt", "torch zip")]
     [DataRow("dtypes_bigendian.pt", "torch zip")]
     public void ReadsEveryDtypeViewAndLayout(string file, string format)
     {
