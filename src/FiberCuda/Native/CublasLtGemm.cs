@@ -206,7 +206,11 @@ public sealed unsafe class CublasLtGemm : IDisposable
             {
                 CublasLt.Check(CublasLt.SetDesc(desc, CublasLt.CUBLASLT_MATMUL_DESC_EPILOGUE, CublasLt.CUBLASLT_EPILOGUE_BIAS));
                 if (k.BiasType != k.C)
-                    CublasLt.Check(CublasLt.SetDesc(desc, CublasLt.CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CudaType(k.BiasType)));
+                {
+                    int sa = CublasLt.SetDesc(desc, CublasLt.CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CudaType(k.BiasType));
+                    if (sa != CublasLt.CUBLAS_STATUS_SUCCESS && !throwIfNone) { p.Destroy(); return null; }
+                    CublasLt.Check(sa, "bias data type");
+                }
             }
             int ab = CudaType(k.AB), c = CudaType(k.C);
             // Stored shapes (before op), column-major: our row-major B is N×K (ld N) or, transposed, K×N (ld K).
@@ -227,9 +231,12 @@ public sealed unsafe class CublasLtGemm : IDisposable
             CublasLtMatmulHeuristicResult res = default;
             int found = 0;
             int st = CublasLt.cublasLtMatmulAlgoGetHeuristic(_handle, desc, p.LayoutA, p.LayoutB, p.LayoutC, p.LayoutC, pref, 1, &res, &found);
-            if (st == CublasLt.CUBLAS_STATUS_NOT_SUPPORTED || (st == CublasLt.CUBLAS_STATUS_SUCCESS && (found == 0 || res.State != 0)))
+            bool none = st == CublasLt.CUBLAS_STATUS_NOT_SUPPORTED || (st == CublasLt.CUBLAS_STATUS_SUCCESS && (found == 0 || res.State != 0));
+            // cuBLASLt 13.1 answers an unsupported bias type (bf16 bias, f32 D) with INVALID_VALUE rather than NOT_SUPPORTED
+            // (seen on H200): with an epilogue, any refusal means "try the fallback".
+            if (!throwIfNone && (none || st != CublasLt.CUBLAS_STATUS_SUCCESS)) { p.Destroy(); return null; }
+            if (none)
             {
-                if (!throwIfNone) { p.Destroy(); return null; }
                 throw new NotSupportedException($"cuBLASLt found no algorithm for {k} (status {CublasLt.StatusName(st)}, " +
                                                 $"{found} results, state {CublasLt.StatusName(res.State)})");
             }
