@@ -1,0 +1,94 @@
+// softmax.cu — y = softmax(scale·x) over the last dim, and its backward.
+// Gradient convention: dx += scale·y·(dy − Σ dy·y).
+// T = dtype of every tensor (f32 or bf16). One warp per row; rows of ≤ 1024 elements stay in
+// registers, longer rows use an online max/sum pass and a write pass.
+#include "common.cuh"
+
+template <typename T>
+__device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, i64 rows, int C)
+{
+    const int lane = threadIdx.x & 31;
+    const bool vec = (C % Pack<T>::N) == 0;
+    for (i64 r = global_warp(); r < rows; r += global_warps())
+    {
+        const i64 off = r * C;
+        if (C <= FIBER_ROW_CACHE)
+        {
+            float v[32];
+            row_load(x + off, C, lane, vec, v);
+            float mx = fiber_neg_inf();
+#pragma unroll
+            for (int k = 0; k < 32; k++) if (row_col<T>(k, lane, vec) < C) mx = fmaxf(mx, v[k] * scale);
+            mx = warp_max(mx);
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 32; k++)
+            {
+                if (row_col<T>(k, lane, vec) < C) { v[k] = expf(v[k] * scale - mx); s += v[k]; }
+            }
+            float inv = 1.0f / warp_sum(s);
+#pragma unroll
+            for (int k = 0; k < 32; k++) v[k] *= inv;
+            row_store(y + off, C, lane, vec, v);
+        }
+        else
+        {
+            float mx = fiber_neg_inf(), s = 0.0f;
+            for (int c = lane; c < C; c += 32)
+            {
+                float v = to_f(x[off + c]) * scale;
+                if (v > mx) { s = s * expf(mx - v) + 1.0f; mx = v; }
+                else s += expf(v - mx);
+            }
+            float M = warp_max(mx);
+            s = (mx == fiber_neg_inf()) ? 0.0f : s * expf(mx - M);
+            float inv = 1.0f / warp_sum(s);
+            for (int c = lane; c < C; c += 32) y[off + c] = from_f<T>(expf(to_f(x[off + c]) * scale - M) * inv);
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void softmax_bwd_body(const T* y, const T* dy, float scale, T* dx, i64 rows, int C)
+{
+    const int lane = threadIdx.x & 31;
+    const bool vec = (C % Pack<T>::N) == 0;
+    for (i64 r = global_warp(); r < rows; r += global_warps())
+    {
+        const i64 off = r * C;
+        if (C <= FIBER_ROW_CACHE)
+        {
+            float vy[32], vd[32], vx[32];
+            row_load(y + off, C, lane, vec, vy);
+            row_load(dy + off, C, lane, vec, vd);
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 32; k++) s += vy[k] * vd[k];
+            s = warp_sum(s);
+            row_load((const T*)dx + off, C, lane, vec, vx);
+#pragma unroll
+            for (int k = 0; k < 32; k++) vx[k] += scale * vy[k] * (vd[k] - s);
+            row_store(dx + off, C, lane, vec, vx);
+        }
+        else
+        {
+            float s = 0.0f;
+            for (int c = lane; c < C; c += 32) s += to_f(y[off + c]) * to_f(dy[off + c]);
+            s = warp_sum(s);
+            for (int c = lane; c < C; c += 32)
+                dx[off + c] = from_f<T>(to_f(dx[off + c]) + scale * to_f(y[off + c]) * (to_f(dy[off + c]) - s));
+        }
+    }
+}
+
+
+
+extern "C" __global__ void softmax_fwd_f32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_body(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_body(y, dy, scale, dx, rows, C); }
+
+extern "C" __global__ void softmax_fwd_bf16(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_body(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_body(y, dy, scale, dx, rows, C); }

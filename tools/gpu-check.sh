@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# GPU check for a machine with an NVIDIA GPU and no .NET SDK: runs the `Gpu` tests and the
+# benchmarks at FIBER shapes, and writes a report into OUTDIR. Finishes in about 5 minutes.
+#
+# Build here first (a machine with the SDK), from the repository root:
+#   tools/gpu-check.sh --build          # builds into .gpu/build and packs the .NET runtime into .gpu/
+# then on the GPU machine, from the repository root (with .gpu/ carried along):
+#   tools/gpu-check.sh OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--build" ]; then
+  set -e
+  dotnet build tests/FiberCuda.Tests -c Release -o .gpu/build/tests
+  dotnet build tools/fiber-prof -c Release -o .gpu/build/prof
+  pack=../shared/gpu/pack-dotnet-runtime.sh
+  if [ -x "$pack" ]; then "$pack" "$PWD"; else echo "note: $pack not found; the GPU machine then needs its own .NET runtime"; fi
+  exit 0
+fi
+
+out=${1:-gpu-report}
+mkdir -p "$out"
+log() { echo "[$(date +%T)] $*" | tee -a "$out/report.md"; }
+
+if ! command -v dotnet >/dev/null; then
+  [ -f .gpu/dotnet-runtime.tar.xz ] || { echo "no dotnet and no .gpu/dotnet-runtime.tar.xz" >&2; exit 2; }
+  D=$(mktemp -d); tar -xJf .gpu/dotnet-runtime.tar.xz -C "$D"
+  export DOTNET_ROOT="$D" PATH="$D:$PATH"
+fi
+export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
+# Our resolver searches the usual places; name the CUDA library folder explicitly when one exists.
+if [ -z "${FIBER_CUDA_LIB_DIR:-}" ]; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -e "$d/libcublasLt.so" ] || ls "$d"/libcublasLt.so.* >/dev/null 2>&1 || continue
+    export FIBER_CUDA_LIB_DIR=$d; break
+  done
+fi
+export FIBER_KERNEL_CACHE=${FIBER_KERNEL_CACHE:-/tmp/fibercuda-cache}
+
+{ echo "# FiberCuda GPU check"; echo; echo '```'; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1; echo "FIBER_CUDA_LIB_DIR=${FIBER_CUDA_LIB_DIR:-}"; echo '```'; } > "$out/report.md"
+
+log "Gpu tests"
+timeout 240 dotnet .gpu/build/tests/FiberCuda.Tests.dll --filter "TestCategory=Gpu" --no-progress \
+  > "$out/gpu-tests.log" 2>&1
+echo "gpu tests exit: $?" | tee -a "$out/report.md"
+tail -n 8 "$out/gpu-tests.log" >> "$out/report.md"
+
+log "benchmarks at FIBER shapes"
+timeout 240 dotnet .gpu/build/prof/fiber-prof.dll --device gpu --shapes fiber --json "$out/bench.json" \
+  > "$out/bench.txt" 2>&1
+echo "bench exit: $?" | tee -a "$out/report.md"
+cat "$out/bench.txt" >> "$out/report.md"
+log "done"
