@@ -135,15 +135,18 @@ public sealed unsafe class CublasLtGemm : IDisposable
 
     void AddBiasRank1(in GemmDesc g)
     {
-        var onesType = g.BiasType;
-        var ones = Ones(onesType, g.M);
-        // A = ones [M×1], B = bias [1×N], beta = 1 keeps the product already in C. Bias is broadcast over batches (stride 0).
-        var r = new GemmDesc(ones, g.Bias, g.C, 0, onesType, g.CType, onesType, g.M, g.N, 1, false, false, 1f, 1f,
-                             g.Batch, 0, 0, g.StrideC);
+        var r = RankOneBias(g, Ones(g.BiasType, g.M));
         var key = KeyOf(r);
         if (!_plans.TryGetValue(key, out var plan)) _plans[key] = plan = Build(key, withBias: false, throwIfNone: true)!;
         Run(plan, r);
     }
+
+    /// <summary>
+    /// C += ones(M×1)·bias(1×N) as a GEMM: A = <paramref name="ones"/> (≥ M elements of the bias dtype), B = bias,
+    /// beta = 1 keeps the product already in C; the bias is broadcast over batches (strides 0).
+    /// </summary>
+    internal static GemmDesc RankOneBias(in GemmDesc g, nint ones) =>
+        new(ones, g.Bias, g.C, 0, g.BiasType, g.CType, g.BiasType, g.M, g.N, 1, false, false, 1f, 1f, g.Batch, 0, 0, g.StrideC);
 
     nint Ones(DType t, long count)
     {

@@ -129,10 +129,12 @@ public sealed unsafe class CudaDeviceTests
     }
 
     [TestMethod]
-    public void LaunchKernelAndReadResult()
+    [DataRow(false)]
+    [DataRow(true)]
+    public void LaunchKernelAndReadResult(bool ptx)
     {
         var d = Dev;
-        var k = d.GetKernelFromSource("native_test", NvrtcTests.TestKernels, "axpb");
+        var k = d.GetKernelFromSource("native_test", NvrtcTests.TestKernels, "axpb", forcePtx: ptx);
         const int n = 10_000;
         var x = new float[n];
         for (int i = 0; i < n; i++) x[i] = i * 0.5f - 7;
