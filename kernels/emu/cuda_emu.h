@@ -153,7 +153,7 @@ struct AsyncCopy
     unsigned bytes, src_bytes;
     unsigned long long group;
 };
-enum { MAX_ASYNC_COPIES = 128 };
+enum { MAX_ASYNC_COPIES = 128, RUNQ_CAP = 1024 };
 
 struct Fiber
 {
@@ -168,7 +168,7 @@ struct Fiber
     const char* coll_name;
     unsigned long long async_group;  // number of cp.async.commit_group so far
     int n_async;
-    AsyncCopy async[MAX_ASYNC_COPIES];
+    AsyncCopy* async;                // MAX_ASYNC_COPIES slots (kept out of line: Fiber stays small)
 };
 
 struct Job
@@ -188,9 +188,10 @@ struct Worker
     void* sched_sp;
     Fiber* cur;
     Fiber* fibers;
-    unsigned* runq;
+    unsigned* runq;                  // ring of RUNQ_CAP fiber indices; a fiber is queued at most once
     unsigned qhead, qtail, n;
     unsigned bar_arrived;
+    unsigned warp_waiting[32], warp_done[32];  // lanes in a warp collective / exited, per warp
     char* stacks;
     size_t stack_size;
     unsigned char* dyn;
@@ -219,8 +220,9 @@ extern "C" void fiber_emu_entry() __attribute__((visibility("hidden")));
 extern "C" void fiber_emu_fiber_main(fiber_emu::Fiber* f) __attribute__((visibility("hidden"), noreturn, used));
 
 #if defined(__x86_64__)
-// Saves the callee-saved registers plus MXCSR and the x87 control word on the current stack, stores
-// the stack pointer in *save_sp, and resumes the context whose stack pointer is new_sp.
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save_sp, and
+// resumes the context whose stack pointer is new_sp. MXCSR and the x87 control word are not switched:
+// every fiber runs with the worker's (kernels cannot change rounding modes on the GPU either).
 __asm__(
     ".text\n"
     ".globl fiber_emu_switch\n"
@@ -233,14 +235,8 @@ __asm__(
     "  pushq %r13\n"
     "  pushq %r14\n"
     "  pushq %r15\n"
-    "  subq $8, %rsp\n"
-    "  stmxcsr (%rsp)\n"
-    "  fnstcw 4(%rsp)\n"
     "  movq %rsp, (%rdi)\n"
     "  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n"
-    "  fldcw 4(%rsp)\n"
-    "  addq $8, %rsp\n"
     "  popq %r15\n"
     "  popq %r14\n"
     "  popq %r13\n"
@@ -264,23 +260,19 @@ __asm__(
 namespace fiber_emu {
 
 // A fresh fiber's stack looks like a suspended fiber_emu_switch whose return address is fiber_emu_entry
-// and whose saved r12 is the fiber.
+// and whose saved r12 is the fiber. After the pops and the ret, rsp = top - 16 is 16-byte aligned, so
+// the call in fiber_emu_entry gives fiber_emu_fiber_main the ABI's entry alignment.
 static inline void init_fiber_stack(Fiber* f, char* stack_top)
 {
     unsigned long long top = ((unsigned long long)stack_top) & ~15ull;
-    unsigned long long* sp = (unsigned long long*)(top - 16 - 64);
-    unsigned mxcsr = 0x1F80;
-    unsigned short fcw = 0x037F;
-    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ volatile("fnstcw %0" : "=m"(fcw));
-    sp[0] = (unsigned long long)mxcsr | ((unsigned long long)fcw << 32);
-    sp[1] = 0;                          // r15
-    sp[2] = 0;                          // r14
-    sp[3] = 0;                          // r13
-    sp[4] = (unsigned long long)f;      // r12
-    sp[5] = 0;                          // rbx
-    sp[6] = 0;                          // rbp
-    sp[7] = (unsigned long long)&fiber_emu_entry;
+    unsigned long long* sp = (unsigned long long*)(top - 16 - 56);
+    sp[0] = 0;                          // r15
+    sp[1] = 0;                          // r14
+    sp[2] = 0;                          // r13
+    sp[3] = (unsigned long long)f;      // r12
+    sp[4] = 0;                          // rbx
+    sp[5] = 0;                          // rbp
+    sp[6] = (unsigned long long)&fiber_emu_entry;
     f->sp = sp;
 }
 
@@ -384,22 +376,20 @@ static inline void warp_collective(unsigned mask, CollectiveFn fn, void* data, c
 static inline void push_runnable(Worker* w, Fiber* f)
 {
     f->state = RUNNABLE;
-    w->runq[w->qtail % w->n] = f->linear;
+    w->runq[w->qtail & (RUNQ_CAP - 1)] = f->linear;
     w->qtail++;
 }
 
 // Completes every collective of warp `warp` whose participants have all arrived. Returns false on error.
-static bool try_complete_warp(Worker* w, unsigned warp)
+// `arrived` is the fiber that just arrived at a collective, or null when a lane just exited.
+static bool try_complete_warp(Worker* w, unsigned warp, Fiber* arrived)
 {
     unsigned base = warp * 32, count = w->n - base < 32 ? w->n - base : 32;
     unsigned exists = count == 32 ? 0xffffffffu : ((1u << count) - 1u);
-    unsigned done = 0, waiting = 0;
-    for (unsigned l = 0; l < count; l++)
-    {
-        int s = w->fibers[base + l].state;
-        if (s == DONE) done |= 1u << l;
-        else if (s == AT_WARP) waiting |= 1u << l;
-    }
+    unsigned done = w->warp_done[warp], waiting = w->warp_waiting[warp];
+    // Fast path: some lane the new arrival needs has not reached any collective yet.
+    if (arrived && ((arrived->coll_mask & exists & ~done) & ~waiting)) return true;
+    if (!waiting) return true;
     while (waiting)
     {
         unsigned first = __builtin_ctz(waiting);
@@ -436,6 +426,7 @@ static bool try_complete_warp(Worker* w, unsigned warp)
         }
         for (unsigned l = 0; l < count; l++)
             if ((same >> l) & 1u) push_runnable(w, &w->fibers[base + l]);
+        w->warp_waiting[warp] &= ~same;
     }
     return true;
 }
@@ -495,7 +486,9 @@ static void ensure_worker_memory(Worker* w, unsigned nthreads, unsigned long lon
     if (!w->fibers)
     {
         w->fibers = (Fiber*)calloc(1024, sizeof(Fiber));
-        w->runq = (unsigned*)calloc(1024, sizeof(unsigned));
+        w->runq = (unsigned*)calloc(RUNQ_CAP, sizeof(unsigned));
+        AsyncCopy* copies = (AsyncCopy*)calloc((size_t)1024 * MAX_ASYNC_COPIES, sizeof(AsyncCopy));
+        for (unsigned i = 0; i < 1024; i++) w->fibers[i].async = copies + (size_t)i * MAX_ASYNC_COPIES;
         size_t kb = 128;
         if (const char* s = getenv("FIBER_EMU_STACK_KB")) { long v = atol(s); if (v >= 16) kb = (size_t)v; }
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -531,6 +524,8 @@ static bool run_block(Worker* w, unsigned long long b)
     w->qhead = w->qtail = 0;
     w->bar_arrived = 0;
     w->failed = 0;
+    memset(w->warp_waiting, 0, sizeof w->warp_waiting);
+    memset(w->warp_done, 0, sizeof w->warp_done);
     for (unsigned i = 0; i < n; i++)
     {
         Fiber* f = &w->fibers[i];
@@ -544,13 +539,14 @@ static bool run_block(Worker* w, unsigned long long b)
         f->bar_value = 0;
         f->async_group = 0;
         f->n_async = 0;
-        init_fiber_stack(f, w->stacks + (size_t)(i + 1) * w->stack_size);
+        // Staggered tops keep the fibers' hot stack frames from all landing in the same cache sets.
+        init_fiber_stack(f, w->stacks + (size_t)(i + 1) * w->stack_size - (i & 31) * 128);
         push_runnable(w, f);
     }
     unsigned done = 0;
     while (w->qhead != w->qtail)
     {
-        Fiber* f = &w->fibers[w->runq[w->qhead % n]];
+        Fiber* f = &w->fibers[w->runq[w->qhead & (RUNQ_CAP - 1)]];
         w->qhead++;
         w->cur = f;
         fiber_emu_switch(&w->sched_sp, f->sp);
@@ -562,11 +558,13 @@ static bool run_block(Worker* w, unsigned long long b)
             if (++w->bar_arrived == n) release_barrier(w);
             break;
         case AT_WARP:
-            if (!try_complete_warp(w, f->warp)) return false;
+            w->warp_waiting[f->warp] |= 1u << f->lane;
+            if (!try_complete_warp(w, f->warp, f)) return false;
             break;
         case DONE:
             done++;
-            if (!try_complete_warp(w, f->warp)) return false;
+            w->warp_done[f->warp] |= 1u << f->lane;
+            if (!try_complete_warp(w, f->warp, nullptr)) return false;
             break;
         default:
             push_runnable(w, f);
