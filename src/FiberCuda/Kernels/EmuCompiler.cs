@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Diagnostics;
-using System.Reflection;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -53,20 +52,9 @@ public sealed partial class EmuCompiler
         return Path.Combine(string.IsNullOrEmpty(home) ? Path.GetTempPath() : home, ".cache", "fibercuda", "emu");
     }
 
-    /// <summary>The kernels/ tree embedded in the FiberCuda assembly (resource names "kernels/&lt;relative path&gt;").</summary>
+    /// <summary>The kernels/ tree embedded in the FiberCuda assembly (read through <see cref="KernelSource"/>, as NVRTC's pipeline does).</summary>
     public static IReadOnlyDictionary<string, string> EmbeddedKernelSources()
-    {
-        var asm = typeof(EmuCompiler).Assembly;
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var name in asm.GetManifestResourceNames())
-        {
-            if (!name.StartsWith("kernels/", StringComparison.Ordinal)) continue;
-            using var s = asm.GetManifestResourceStream(name)!;
-            using var r = new StreamReader(s, Encoding.UTF8);
-            map[name["kernels/".Length..]] = r.ReadToEnd();
-        }
-        return map;
-    }
+        => KernelSource.AllFiles().ToDictionary(f => f, KernelSource.Read, StringComparer.Ordinal);
 
     /// <summary>The kernels a file declares: every <c>extern "C" __global__ void NAME(</c>.</summary>
     public static IReadOnlyList<string> FindKernels(string source)
