@@ -26,6 +26,11 @@
 //   * Atomics are real host atomics, so they are atomic across blocks running on different workers.
 //   * cp.async (ptx.cuh) is deferred: copies are performed when a cp.async.wait_group that covers
 //     them runs (or the thread ends), so reading the destination before waiting sees stale data.
+//   * The order in which runnable threads resume (at the start and after each barrier or warp
+//     collective) is thread-index order by default; a launch can ask for reverse or pseudo-random
+//     order instead (EmulatedDevice.Schedule / FIBER_EMU_SCHEDULE). Running a kernel's tests in more
+//     than one order exposes most missing __syncthreads/__syncwarp bugs: in forward order a thread
+//     runs ahead of all higher-indexed threads, in reverse order behind them.
 //   * Launch checks: block dims (x,y <= 1024, z <= 64, x*y*z <= 1024), grid dims, and the dynamic
 //     shared memory size (<= the kernel's configured maximum and <= 227 KB) fail the launch with a
 //     message the C# side throws.
@@ -40,7 +45,8 @@
 //     bugs do show);
 //   * warp-synchronous code that relies on lockstep execution without __syncwarp (pre-Volta idiom);
 //   * the exact warp scheduling order, independent thread scheduling, divergence: __activemask()
-//     returns all non-exited lanes of the warp, even inside a divergent branch;
+//     waits for all non-exited lanes of the warp and returns them, even inside a divergent branch
+//     (where other lanes waiting in a different warp collective make it an error);
 //   * reading a shuffle source lane that exited, does not exist or is outside the mask (undefined on
 //     the GPU) returns all-ones bits: NaN as float/double, -1 as an integer;
 //   * async-copy overlap, L1/L2 cache hints (__ldg/__ldcs... are plain loads), texture/surface memory,
@@ -87,6 +93,8 @@ struct emu_launch
     unsigned long long max_dyn_smem;  // the kernel's configured maximum (cudaFuncAttributeMaxDynamicSharedMemorySize)
     char* err;                        // message buffer for a failed launch
     unsigned long long err_cap;
+    unsigned schedule;                // order in which runnable threads resume: 0 forward, 1 reverse, 2 random
+    unsigned seed;                    // for the random order (mixed with the block index)
 };
 }
 
@@ -178,6 +186,7 @@ struct Job
     dim3 grid, block;
     unsigned long long dyn_smem;
     unsigned long long nblocks;
+    unsigned schedule, seed;
     unsigned long long next;  // atomic
     int failed;               // atomic
     char err[1024];
@@ -192,6 +201,9 @@ struct Worker
     unsigned qhead, qtail, n;
     unsigned bar_arrived;
     unsigned warp_waiting[32], warp_done[32];  // lanes in a warp collective / exited, per warp
+    unsigned* scratch;                         // RUNQ_CAP fiber indices
+    unsigned schedule;
+    unsigned long long rng;
     char* stacks;
     size_t stack_size;
     unsigned char* dyn;
@@ -380,6 +392,29 @@ static inline void push_runnable(Worker* w, Fiber* f)
     w->qtail++;
 }
 
+enum : unsigned { SCHEDULE_FORWARD = 0, SCHEDULE_REVERSE = 1, SCHEDULE_RANDOM = 2 };
+
+// Queues the fibers idx[0..k) (given in thread-index order) in the launch's schedule order.
+static void push_ordered(Worker* w, unsigned* idx, unsigned k)
+{
+    if (w->schedule == SCHEDULE_REVERSE)
+    {
+        for (unsigned i = k; i-- > 0;) push_runnable(w, &w->fibers[idx[i]]);
+        return;
+    }
+    if (w->schedule == SCHEDULE_RANDOM)
+        for (unsigned i = k; i > 1; i--)
+        {
+            w->rng ^= w->rng << 13;
+            w->rng ^= w->rng >> 7;
+            w->rng ^= w->rng << 17;
+            unsigned j = (unsigned)(w->rng % i), t = idx[i - 1];
+            idx[i - 1] = idx[j];
+            idx[j] = t;
+        }
+    for (unsigned i = 0; i < k; i++) push_runnable(w, &w->fibers[idx[i]]);
+}
+
 // Completes every collective of warp `warp` whose participants have all arrived. Returns false on error.
 // `arrived` is the fiber that just arrived at a collective, or null when a lane just exited.
 static bool try_complete_warp(Worker* w, unsigned warp, Fiber* arrived)
@@ -424,8 +459,10 @@ static bool try_complete_warp(Worker* w, unsigned warp, Fiber* arrived)
                      w->block_idx.y, w->block_idx.z, warp, w->fibers[base + first].coll_name, err);
             return false;
         }
+        unsigned idx[32], k = 0;
         for (unsigned l = 0; l < count; l++)
-            if ((same >> l) & 1u) push_runnable(w, &w->fibers[base + l]);
+            if ((same >> l) & 1u) idx[k++] = base + l;
+        push_ordered(w, idx, k);
         w->warp_waiting[warp] &= ~same;
     }
     return true;
@@ -445,8 +482,9 @@ static void release_barrier(Worker* w)
     {
         Fiber* f = &w->fibers[i];
         f->bar_value = f->bar_op == BAR_COUNT ? count : f->bar_op == BAR_AND ? all : f->bar_op == BAR_OR ? any : 0;
-        push_runnable(w, f);
+        w->scratch[i] = i;
     }
+    push_ordered(w, w->scratch, w->n);
     w->bar_arrived = 0;
 }
 
@@ -487,6 +525,7 @@ static void ensure_worker_memory(Worker* w, unsigned nthreads, unsigned long lon
     {
         w->fibers = (Fiber*)calloc(1024, sizeof(Fiber));
         w->runq = (unsigned*)calloc(RUNQ_CAP, sizeof(unsigned));
+        w->scratch = (unsigned*)calloc(RUNQ_CAP, sizeof(unsigned));
         AsyncCopy* copies = (AsyncCopy*)calloc((size_t)1024 * MAX_ASYNC_COPIES, sizeof(AsyncCopy));
         for (unsigned i = 0; i < 1024; i++) w->fibers[i].async = copies + (size_t)i * MAX_ASYNC_COPIES;
         size_t kb = 128;
@@ -526,6 +565,9 @@ static bool run_block(Worker* w, unsigned long long b)
     w->failed = 0;
     memset(w->warp_waiting, 0, sizeof w->warp_waiting);
     memset(w->warp_done, 0, sizeof w->warp_done);
+    w->schedule = job->schedule;
+    w->rng = (job->seed + 1) * 0x9E3779B97F4A7C15ull ^ (b + 1) * 0xBF58476D1CE4E5B9ull;
+    if (!w->rng) w->rng = 1;
     for (unsigned i = 0; i < n; i++)
     {
         Fiber* f = &w->fibers[i];
@@ -541,8 +583,9 @@ static bool run_block(Worker* w, unsigned long long b)
         f->n_async = 0;
         // Staggered tops keep the fibers' hot stack frames from all landing in the same cache sets.
         init_fiber_stack(f, w->stacks + (size_t)(i + 1) * w->stack_size - (i & 31) * 128);
-        push_runnable(w, f);
+        w->scratch[i] = i;
     }
+    push_ordered(w, w->scratch, n);
     unsigned done = 0;
     while (w->qhead != w->qtail)
     {
@@ -698,6 +741,9 @@ static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg)
     job->block = dim3(b[0], b[1], b[2]);
     job->dyn_smem = cfg->dyn_smem;
     job->nblocks = (unsigned long long)g[0] * g[1] * g[2];
+    if (cfg->schedule > SCHEDULE_RANDOM) { free(job); return launch_error(cfg, "unknown schedule order %u", cfg->schedule); }
+    job->schedule = cfg->schedule;
+    job->seed = cfg->seed;
 
     pthread_mutex_lock(&p->launch_mu);
     pthread_mutex_lock(&p->mu);
@@ -814,6 +860,13 @@ static inline VoteData vote(unsigned mask, int pred, const char* name)
 
 static const char* syncwarp_complete(void* const*, unsigned) { return nullptr; }
 
+static const char* activemask_complete(void* const* data, unsigned participants)
+{
+    for (unsigned l = 0; l < 32; l++)
+        if (data[l]) *(unsigned*)data[l] = participants;
+    return nullptr;
+}
+
 enum : int { RED_ADD, RED_MIN, RED_MAX, RED_AND, RED_OR, RED_XOR };
 struct ReduceData
 {
@@ -909,12 +962,12 @@ static inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CS
 static inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline __attribute__((noreturn)) void __trap() { ::fiber_emu::fail("__trap()"); }
 
+// With no divergence to model, __activemask is a convergence point of the warp's non-exited lanes
+// and returns the lanes that reached it (independent of the order the emulator runs them in).
 static inline unsigned __activemask()
 {
-    ::fiber_emu::Worker* w = ::fiber_emu::t_worker;
-    unsigned base = w->cur->warp * 32, m = 0;
-    for (unsigned l = 0; l < 32 && base + l < w->n; l++)
-        if (w->fibers[base + l].state != ::fiber_emu::DONE) m |= 1u << l;
+    unsigned m = 0;
+    ::fiber_emu::warp_collective(0xffffffffu, ::fiber_emu::activemask_complete, &m, "__activemask");
     return m;
 }
 

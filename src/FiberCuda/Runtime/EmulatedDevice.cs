@@ -7,6 +7,13 @@ using FiberCuda.Kernels;
 namespace FiberCuda.Runtime;
 
 /// <summary>
+/// The order in which the emulator resumes a block's runnable threads (at the start, after each barrier
+/// and each warp collective). A kernel that is missing a __syncthreads/__syncwarp usually gives different
+/// results in <see cref="Forward"/> and <see cref="Reverse"/> order, while a correct kernel cannot.
+/// </summary>
+public enum EmuSchedule { Forward = 0, Reverse = 1, Random = 2 }
+
+/// <summary>
 /// A GPU emulated on the host: "device" memory is aligned host memory, kernels are the real
 /// kernels/*.cu compiled by g++ against kernels/emu/cuda_emu.h (threads as fibers, blocks on a pool of
 /// OS threads), GEMM is the C# reference. Launches are synchronous, so the stream is always idle.
@@ -30,7 +37,19 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
 
     sealed record Library(EmuLibrary Info, nint Handle);
 
-    public EmulatedDevice(EmuCompiler? compiler = null) => _compiler = compiler ?? new EmuCompiler();
+    public EmulatedDevice(EmuCompiler? compiler = null)
+    {
+        _compiler = compiler ?? new EmuCompiler();
+        var env = Environment.GetEnvironmentVariable("FIBER_EMU_SCHEDULE");
+        if (!string.IsNullOrEmpty(env))
+            Schedule = Enum.TryParse<EmuSchedule>(env, ignoreCase: true, out var s) ? s
+                : throw new ArgumentException($"FIBER_EMU_SCHEDULE='{env}': expected forward, reverse or random");
+    }
+
+    /// <summary>Thread resume order for launches (default: FIBER_EMU_SCHEDULE, else forward).</summary>
+    public EmuSchedule Schedule { get; set; }
+    /// <summary>Seed of the <see cref="EmuSchedule.Random"/> order (mixed with each block's index).</summary>
+    public uint ScheduleSeed { get; set; } = 1;
 
     public EmuCompiler Compiler => _compiler;
     public string Name => "Emulated GPU (g++ fibers)";
@@ -153,6 +172,8 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
             MaxDynSmem = (ulong)k.MaxDynamicSharedBytes,
             Err = err,
             ErrCap = errCap,
+            Schedule = (uint)Schedule,
+            Seed = ScheduleSeed,
         };
         cfg.Grid[0] = grid.X; cfg.Grid[1] = grid.Y; cfg.Grid[2] = grid.Z;
         cfg.Block[0] = block.X; cfg.Block[1] = block.Y; cfg.Block[2] = block.Z;
@@ -195,6 +216,8 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
         public ulong MaxDynSmem;
         public byte* Err;
         public ulong ErrCap;
+        public uint Schedule;
+        public uint Seed;
     }
 
     sealed class EmuKernel(string file, string name, delegate* unmanaged<EmuLaunch*, void**, int> fn) : IKernel

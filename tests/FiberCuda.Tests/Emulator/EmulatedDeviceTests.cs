@@ -112,4 +112,50 @@ public sealed unsafe class EmulatedDeviceTests
         Assert.AreEqual("tests/emu_selftest.cu", e.KernelFile);
         d.Free(buf);
     }
+
+    [TestMethod]
+    public void ScheduleOrderExposesAMissingBarrier()
+    {
+        using var d = new EmulatedDevice();
+        const int n = 128;
+        var x = Enumerable.Range(0, n).Select(i => i + 1f).ToArray();
+        nint dx = d.Malloc(n * 4), dy = d.Malloc(n * 4), dsum = d.Malloc(4);
+        fixed (float* p = x) d.CopyHostToDevice(dx, p, n * 4);
+        var bad = d.GetKernel("tests/emu_selftest.cu", "missing_barrier");
+        var good = d.GetKernel("tests/emu_selftest.cu", "block_sum_tree");
+        var wrong = new Dictionary<EmuSchedule, int>();
+        foreach (var order in new[] { EmuSchedule.Forward, EmuSchedule.Reverse, EmuSchedule.Random })
+        {
+            d.Schedule = order;
+            Launch(d, bad, n * 4, dx, dy);
+            var y = new float[n];
+            fixed (float* p = y) d.CopyDeviceToHost(p, dy, n * 4);
+            wrong[order] = Enumerable.Range(0, n).Count(t => y[t] != x[(t + 1) % n]);
+            // A kernel with its barriers is order-independent.
+            Launch(d, good, 0, dx, dsum, n);
+            float sum;
+            d.CopyDeviceToHost(&sum, dsum, 4);
+            Assert.AreEqual(x.Sum(), sum, $"block_sum_tree in {order} order");
+        }
+        // Forward: every thread but the last reads before its neighbour wrote; reverse: only the last does.
+        Assert.AreEqual(n - 1, wrong[EmuSchedule.Forward]);
+        Assert.AreEqual(1, wrong[EmuSchedule.Reverse]);
+        Assert.IsTrue(wrong[EmuSchedule.Random] > 1 && wrong[EmuSchedule.Random] < n - 1, $"random order: {wrong[EmuSchedule.Random]} wrong");
+        d.Free(dx); d.Free(dy); d.Free(dsum);
+    }
+
+    static void Launch(EmulatedDevice d, IKernel k, int smem, params object[] args)
+    {
+        var vals = new long[args.Length];
+        var ptrs = stackalloc void*[args.Length];
+        fixed (long* v = vals)
+        {
+            for (int i = 0; i < args.Length; i++)
+            {
+                if (args[i] is nint p) v[i] = p; else v[i] = (int)args[i];
+                ptrs[i] = v + i;
+            }
+            d.Launch(k, 1, 128, smem, ptrs);
+        }
+    }
 }
