@@ -7,7 +7,7 @@
 // calls fiber_emu::launch(NAME, cfg, args) below.
 //
 // Model
-//   * A launch runs its blocks on a pool of OS threads (hardware_concurrency, or FIBER_EMU_WORKERS).
+//   * A launch runs its blocks on a pool of OS threads (the CPUs this process may use, or FIBER_EMU_WORKERS).
 //     A worker runs one block at a time; the block's threads are user-mode fibers on that worker,
 //     under one cooperative scheduler: a thread runs until it reaches __syncthreads, a warp
 //     collective or its end, then the next runnable thread runs (round robin, thread-index order).
@@ -44,6 +44,8 @@
 //     runs until its next barrier/collective, so most write→read-by-another-thread-without-barrier
 //     bugs do show);
 //   * warp-synchronous code that relies on lockstep execution without __syncwarp (pre-Volta idiom);
+//   * preemption: threads are cooperative, so spinning on a value another thread of the same block
+//     is to write (without a barrier or collective in the loop) never ends;
 //   * the exact warp scheduling order, independent thread scheduling, divergence: __activemask()
 //     waits for all non-exited lanes of the warp and returns them, even inside a divergent branch
 //     (where other lanes waiting in a different warp collective make it an error);
@@ -77,6 +79,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <utility>
@@ -682,7 +685,8 @@ static void create_pool()
     pthread_mutex_init(&p->launch_mu, nullptr);
     pthread_cond_init(&p->work_cv, nullptr);
     pthread_cond_init(&p->done_cv, nullptr);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t cpus;
+    long n = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : sysconf(_SC_NPROCESSORS_ONLN);
     if (const char* s = getenv("FIBER_EMU_WORKERS")) n = atol(s);
     if (n < 1) n = 1;
     if (n > 256) n = 256;

@@ -136,13 +136,11 @@ public sealed partial class EmuCompiler
         Add(version);
         Add(file);
         Add(wrapper);
-        // The file and every header (a change in any header may change this file's library).
-        foreach (var (rel, text) in _sources.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            if (rel != file && rel.EndsWith(".cu", StringComparison.Ordinal)) continue;
-            Add(rel);
-            Add(text);
-        }
+        // The file, everything it includes (resolved as for NVRTC), and the force-included emulation header.
+        Add(_sources[file]);
+        var headers = KernelSource.ResolveHeaders(file, _sources[file], rel => _sources[rel], _sources.ContainsKey);
+        foreach (var (name, text) in headers) { Add(name); Add(text); }
+        Add(_sources["emu/cuda_emu.h"]);
         return Convert.ToHexStringLower(h.GetHashAndReset());
     }
 
