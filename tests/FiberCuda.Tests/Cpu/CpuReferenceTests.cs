@@ -380,3 +380,30 @@ public sealed class CpuParallelPathTests
         Support.Check.Close(e, tc.ToDoubleArray(), 1e-5, 1e-5, "gemm");
     }
 }
+
+[TestClass]
+public sealed class HostConversionTests
+{
+    [TestMethod]
+    public unsafe void VectorBf16ConversionsMatchScalar()
+    {
+        // Random bit patterns (NaNs, infinities, subnormals, ties) plus the special values, at a length with a tail.
+        var rng = new Random(3);
+        int n = 100_003;
+        var f = new float[n];
+        for (int i = 0; i < n; i++) f[i] = BitConverter.Int32BitsToSingle(rng.Next() ^ (rng.Next(2) << 31));
+        float[] special = [0f, -0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, float.Epsilon, 1f + MathF.Pow(2, -8), 1f + 3 * MathF.Pow(2, -8), float.MaxValue, BitConverter.Int32BitsToSingle(0x7fffffff), BitConverter.Int32BitsToSingle(0x7f7fffff)];
+        special.CopyTo(f, 0);
+        var h = new ushort[n]; var back = new float[n];
+        fixed (float* fp = f) fixed (ushort* hp = h) fixed (float* bp = back)
+        {
+            Backends.Cpu.HostIO.FloatToBf16(fp, hp, n);
+            Backends.Cpu.HostIO.Bf16ToFloat(hp, bp, n);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            Assert.AreEqual(Tensors.BFloat16.FromFloat(f[i]), h[i], $"[{i}] {BitConverter.SingleToUInt32Bits(f[i]):x8}");
+            Assert.AreEqual(BitConverter.SingleToUInt32Bits(Tensors.BFloat16.ToFloat(h[i])), BitConverter.SingleToUInt32Bits(back[i]), $"back [{i}]");
+        }
+    }
+}
