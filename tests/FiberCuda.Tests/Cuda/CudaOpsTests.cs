@@ -20,6 +20,10 @@ public abstract class CudaOpsTestBase
 
     readonly List<Tensor> _live = new();
 
+    /// <summary>Skips (Inconclusive) before the test body when the device is missing.</summary>
+    [TestInitialize]
+    public void RequireDevice() => _ = Gpu;
+
     [TestCleanup]
     public void FreeTensors()
     {

@@ -46,7 +46,10 @@ public sealed unsafe class CudaDeviceTests
         var (free, total) = d.MemoryInfo();
         Assert.IsGreaterThan(0L, free);
         Assert.AreEqual(d.TotalMemory, total);
-        Console.WriteLine(d);
+        Console.WriteLine($"{d}; libcuda: {FiberCuda.Native.CuDriver.LibraryPath}");
+        Console.WriteLine($"NVRTC {FiberCuda.Kernels.NvrtcCompiler.Shared.Version} at {FiberCuda.Native.Nvrtc.LibraryPath}, " +
+                          $"archs [{string.Join(",", FiberCuda.Kernels.NvrtcCompiler.Shared.SupportedArchs)}]");
+        Console.WriteLine($"cuBLASLt {FiberCuda.Native.CublasLtGemm.Version} at {FiberCuda.Native.CublasLt.LibraryPath}");
     }
 
     [TestMethod]
@@ -148,6 +151,21 @@ public sealed unsafe class CudaDeviceTests
             for (int i = 0; i < n; i++) Assert.AreEqual(3f * x[i] - 1.25f, y[i], $"element {i}");
         }
         finally { d.Free(dx); d.Free(dy); }
+    }
+
+    [TestMethod]
+    public void EveryEmbeddedKernelLoadsOnTheDevice()
+    {
+        var d = Dev;
+        var files = FiberCuda.Kernels.KernelSource.ListKernelFiles();
+        if (files.Count == 0) Assert.Inconclusive("no kernels/*.cu embedded in this build yet");
+        var failures = new List<string>();
+        foreach (var f in files)
+        {
+            try { d.Preload(f); }
+            catch (Exception e) { failures.Add($"{f}: {e.Message}"); }
+        }
+        Assert.IsEmpty(failures, string.Join("\n\n", failures));
     }
 
     [TestMethod]
