@@ -72,6 +72,10 @@ __device__ __forceinline__ void ln_fwd_body(const T* x, const T* res, const P* g
 // Block = W warps; dynamic shared memory W·2C floats: each warp accumulates dgamma|dbeta for the
 // rows it visits in its own slice (within a warp every column has one owning lane, so no atomics),
 // then the slices are folded in warp order into partial[blockIdx.x] — deterministic.
+// In the packed layout a lane owns N consecutive columns, so column c lives at slot
+// (c % N)·(C/N) + c/N: the lanes of a warp then touch consecutive words (no bank conflicts).
+__device__ __forceinline__ int ln_slot(int c, int C, int N, bool vec) { return vec ? (c % N) * (C / N) + c / N : c; }
+
 template <typename T, typename P>
 __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const float* mean, const float* rstd,
                                             const T* dy, T* dx, float* partial, i64 rows, int C)
@@ -103,8 +107,9 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
                     float xh = (vs[k] - m) * rs;
                     float dxh = vd[k] * to_f(gamma[c]);
                     a += dxh; b += dxh * xh;
-                    accg[c] += vd[k] * xh;
-                    accb[c] += vd[k];
+                    int sl = ln_slot(c, C, Pack<T>::N, vec);
+                    accg[sl] += vd[k] * xh;
+                    accb[sl] += vd[k];
                 }
             }
             a = warp_sum(a) * invC; b = warp_sum(b) * invC;
@@ -144,16 +149,149 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
         }
     }
     __syncthreads();
+    // The register path used packed slots; the long-row path plain columns.
+    const bool slotted = vec && C <= FIBER_ROW_CACHE;
     float* out = partial + (i64)blockIdx.x * 2 * C;
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x)
     {
+        int c = i < C ? i : i - C;
+        int src = (i < C ? 0 : C) + (slotted ? ln_slot(c, C, Pack<T>::N, true) : c);
         float t = 0.0f;
-        for (int j = 0; j < W; j++) t += acc_all[(i64)j * 2 * C + i];
+        for (int j = 0; j < W; j++) t += acc_all[(i64)j * 2 * C + src];
         out[i] = t;
     }
 }
 
 
+
+// ---------------------------------------------------------------------------------------------
+// Fast paths (CudaBackend picks them when C % Pack<T>::N == 0 and the row fits KP·TPR packs):
+// compile-time row groups (common.cuh), one global read per input and one write per output.
+// ---------------------------------------------------------------------------------------------
+template <typename T, typename P, int KP, int TPR>
+__device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* gamma, const P* beta, float eps,
+                                            T* y, T* resout, float* mean, float* rstd, i64 rows, int C)
+{
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const float invC = 1.0f / (float)C;
+    for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
+    {
+        const i64 r = base + lane / TPR;
+        const bool ok = r < rows;
+        const i64 off = ok ? r * C : 0;
+        float v[E];
+        rg_load<T, KP, TPR>(x + off, C, gl, ok, v);
+        if (res)
+        {
+            float w[E];
+            rg_load<T, KP, TPR>(res + off, C, gl, ok, w);
+#pragma unroll
+            for (int e = 0; e < E; e++) v[e] = to_f(from_f<T>(v[e] + w[e]));
+            rg_store<T, KP, TPR>(resout + off, C, gl, ok, v);
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) s += v[e];
+        const float m = group_sum<TPR>(s) * invC;
+        float q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) { float d = v[k * N + j] - m; q += d * d; }
+            }
+        const float rs = 1.0f / sqrtf(group_sum<TPR>(q) * invC + eps);
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+        {
+            int c = (k * TPR + gl) * N;
+            if (c < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) v[k * N + j] = (v[k * N + j] - m) * rs * to_f(gamma[c + j]) + to_f(beta[c + j]);
+            }
+        }
+        rg_store<T, KP, TPR>(y + off, C, gl, ok, v);
+        if (ok && gl == 0) { mean[r] = m; rstd[r] = rs; }
+    }
+}
+
+// Block of G = blockDim.x/TPR row groups; dynamic shared memory G·2C floats, one dgamma|dbeta slice
+// per group, in the conflict-free slot order of ln_slot; folded in group order (deterministic).
+template <typename T, typename P, int KP, int TPR>
+__device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const float* mean, const float* rstd,
+                                            const T* dy, T* dx, float* partial, i64 rows, int C)
+{
+    FIBER_DYNAMIC_SMEM(float, acc_all)
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const int G = blockDim.x / TPR, grp = threadIdx.x / TPR;
+    const int CN = C / N;
+    const float invC = 1.0f / (float)C;
+    float* accg = acc_all + (i64)grp * 2 * C;
+    float* accb = accg + C;
+    for (int i = threadIdx.x; i < G * 2 * C; i += blockDim.x) acc_all[i] = 0.0f;
+    __syncthreads();
+    const i64 warpsTotal = (i64)gridDim.x * (blockDim.x >> 5);
+    const i64 warp = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    for (i64 base = warp * RPW; base < rows; base += warpsTotal * RPW)
+    {
+        const i64 r = base + lane / TPR;
+        const bool ok = r < rows;
+        const i64 off = ok ? r * C : 0;
+        float vs[E], vd[E], vx[E];
+        rg_load<T, KP, TPR>(s + off, C, gl, ok, vs);
+        rg_load<T, KP, TPR>(dy + off, C, gl, ok, vd);
+        rg_load<T, KP, TPR>((const T*)dx + off, C, gl, ok, vx);
+        const float m = ok ? mean[r] : 0.0f, rs = ok ? rstd[r] : 0.0f;
+        float a = 0.0f, b = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+        {
+            int p = k * TPR + gl, c = p * N;
+            if (c < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++)
+                {
+                    float xh = (vs[k * N + j] - m) * rs;
+                    float dxh = vd[k * N + j] * to_f(gamma[c + j]);
+                    a += dxh; b += dxh * xh;
+                    if (ok) { accg[j * CN + p] += vd[k * N + j] * xh; accb[j * CN + p] += vd[k * N + j]; }
+                }
+            }
+        }
+        a = group_sum<TPR>(a) * invC; b = group_sum<TPR>(b) * invC;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+        {
+            int c = (k * TPR + gl) * N;
+            if (c < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++)
+                {
+                    float xh = (vs[k * N + j] - m) * rs;
+                    float dxh = vd[k * N + j] * to_f(gamma[c + j]);
+                    vx[k * N + j] += rs * (dxh - a - xh * b);
+                }
+            }
+        }
+        rg_store<T, KP, TPR>(dx + off, C, gl, ok, vx);
+    }
+    __syncthreads();
+    float* out = partial + (i64)blockIdx.x * 2 * C;
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x)
+    {
+        int c = i < C ? i : i - C;
+        int src = (i < C ? 0 : C) + (c % N) * CN + c / N;
+        float t = 0.0f;
+        for (int g = 0; g < G; g++) t += acc_all[(i64)g * 2 * C + src];
+        out[i] = t;
+    }
+}
 
 extern "C" __global__ void layernorm_fwd_f32_f32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
     float* y, float* resout, float* mean, float* rstd, long long rows, int C)
@@ -182,3 +320,173 @@ extern "C" __global__ void layernorm_fwd_bf16_bf16(const bf16* x, const bf16* re
 extern "C" __global__ void layernorm_bwd_bf16_bf16(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
     const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+
+// Fast-path instantiations: _k<KP>t<TPR> (see CudaBackend.RowVariant).
+extern "C" __global__ void layernorm_fwd_f32_f32_k1t8(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k1t8(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k1t16(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k1t16(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k1t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k1t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k2t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k2t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k3t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k3t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k4t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k4t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k6t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 6, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k6t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 6, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k8t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 8, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k8t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 8, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k1t8(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k1t8(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k1t16(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k1t16(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k1t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k1t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k2t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k2t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k3t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k3t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k4t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k4t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k6t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 6, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k6t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 6, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k8t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 8, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k8t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 8, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k1t8(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k1t8(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k1t16(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k1t16(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k1t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k1t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k2t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k2t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k3t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k3t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k4t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k4t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t8(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t8(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t16(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t16(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k2t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k2t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k3t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k3t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k4t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k4t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
