@@ -60,6 +60,61 @@ template <class T> static std::vector<T> host(const T* d, size_t n) { std::vecto
 static int rowGrid(long long rows) { long long b = (rows + 7) / 8; return (int)std::min<long long>(std::max<long long>(b, 1), MAXB * 4); }
 static int grid(long long work, int per) { long long it = (work + per - 1) / per; return (int)std::min<long long>(std::max<long long>((it + 255) / 256, 1), MAXB); }
 
+// The row-group variant CudaBackend.RowVariant picks for bf16 rows of C (C = 128, 512, 768 here).
+static int tprOf(int C) { return C / 8 <= 8 ? 8 : C / 8 <= 16 ? 16 : 32; }
+static int groupGrid(long long rows, int tpr) { long long pb = 256 / tpr; return (int)std::min<long long>(std::max<long long>((rows + pb - 1) / pb, 1), SMS * 64); }
+static void ln_fwd(long long rows, int C, bf16* x, bf16* res, float* g, float* b, bf16* y, bf16* ro, float* mean, float* rstd)
+{
+    int gg = groupGrid(rows, tprOf(C));
+    switch (C)
+    {
+        case 128: layernorm_fwd_bf16_f32_k1t16<<<gg, 256>>>(x, res, g, b, 1e-5f, y, ro, mean, rstd, rows, C); break;
+        case 512: layernorm_fwd_bf16_f32_k2t32<<<gg, 256>>>(x, res, g, b, 1e-5f, y, ro, mean, rstd, rows, C); break;
+        case 768: layernorm_fwd_bf16_f32_k3t32<<<gg, 256>>>(x, res, g, b, 1e-5f, y, ro, mean, rstd, rows, C); break;
+    }
+}
+static int ln_bwd_blocks(long long rows, int C, int& W, int& smem)
+{
+    int tpr = tprOf(C);
+    W = (int)std::min<long long>(std::max<long long>(48 * 1024 / (8LL * C) * tpr / 32, 1), 4);
+    int groups = W * 32 / tpr; smem = groups * 2 * C * 4;
+    return (int)std::min<long long>(std::max<long long>((rows + groups - 1) / groups, 1), SMS * 8);
+}
+static void ln_bwd(long long rows, int C, bf16* s, float* g, float* mean, float* rstd, bf16* dy, bf16* dx, float* partial)
+{
+    int W, smem, blocks = ln_bwd_blocks(rows, C, W, smem);
+    switch (C)
+    {
+        case 128: layernorm_bwd_bf16_f32_k1t16<<<blocks, W * 32, smem>>>(s, g, mean, rstd, dy, dx, partial, rows, C); break;
+        case 512: layernorm_bwd_bf16_f32_k2t32<<<blocks, W * 32, smem>>>(s, g, mean, rstd, dy, dx, partial, rows, C); break;
+        case 768: layernorm_bwd_bf16_f32_k3t32<<<blocks, W * 32, smem>>>(s, g, mean, rstd, dy, dx, partial, rows, C); break;
+    }
+}
+static void colsum(const float* partial, long long R, long long ld, int C, float* y)
+{
+    colsum_partials<<<(C + 31) / 32, dim3(32, (unsigned)std::min<long long>(std::max<long long>(R, 1), 32))>>>(partial, R, ld, C, y, 0, 1);
+}
+static void sm_fwd(long long rows, int C, bf16* x, bf16* y)
+{
+    int gg = groupGrid(rows, tprOf(C));
+    switch (C)
+    {
+        case 128: softmax_fwd_bf16_k1t16<<<gg, 256>>>(x, y, 0.5f, rows, C); break;
+        case 512: softmax_fwd_bf16_k2t32<<<gg, 256>>>(x, y, 0.5f, rows, C); break;
+        case 768: softmax_fwd_bf16_k3t32<<<gg, 256>>>(x, y, 0.5f, rows, C); break;
+    }
+}
+static void sm_bwd(long long rows, int C, bf16* y, bf16* dy, bf16* dx)
+{
+    int gg = groupGrid(rows, tprOf(C));
+    switch (C)
+    {
+        case 128: softmax_bwd_bf16_k1t16<<<gg, 256>>>(y, dy, 0.5f, dx, rows, C); break;
+        case 512: softmax_bwd_bf16_k2t32<<<gg, 256>>>(y, dy, 0.5f, dx, rows, C); break;
+        case 768: softmax_bwd_bf16_k3t32<<<gg, 256>>>(y, dy, 0.5f, dx, rows, C); break;
+    }
+}
+
 static void bench_shape(long long rows, int C)
 {
     size_t n = (size_t)rows * C;
@@ -74,7 +129,7 @@ static void bench_shape(long long rows, int C)
     double B = 2.0 * n;
 
     // ---- LayerNorm fwd (no residual), with a host check on the first 64 rows
-    float ms = timeit([&] { layernorm_fwd_bf16_f32<<<rowGrid(rows), 256>>>(x, nullptr, g, b, 1e-5f, y, nullptr, mean, rstd, rows, C); });
+    float ms = timeit([&] { ln_fwd(rows, C, x, nullptr, g, b, y, nullptr, mean, rstd); });
     double err = 0;
     {
         auto hy = host((unsigned short*)y, (size_t)64 * C);
@@ -89,17 +144,15 @@ static void bench_shape(long long rows, int C)
         }
     }
     report("layernorm_fwd", rows, C, 2 * B + 8.0 * rows, ms, err);
-    ms = timeit([&] { layernorm_fwd_bf16_f32<<<rowGrid(rows), 256>>>(x, res, g, b, 1e-5f, y, ro, mean, rstd, rows, C); });
+    ms = timeit([&] { ln_fwd(rows, C, x, res, g, b, y, ro, mean, rstd); });
     report("layernorm_fwd+residual", rows, C, 4 * B + 8.0 * rows, ms, 0);
 
     // ---- LayerNorm bwd (+ two colsums), dx checked on the first 16 rows
     {
-        layernorm_fwd_bf16_f32<<<rowGrid(rows), 256>>>(x, nullptr, g, b, 1e-5f, y, nullptr, mean, rstd, rows, C);
-        int W = (int)std::min<long long>(std::max<long long>(48 * 1024 / (8LL * C), 1), 4);
-        int smem = W * 2 * C * 4;
-        int blocks = (int)std::min<long long>(std::max<long long>((rows + W - 1) / W, 1), SMS * 4);
+        ln_fwd(rows, C, x, nullptr, g, b, y, nullptr, mean, rstd);
+        int W, smem, blocks = ln_bwd_blocks(rows, C, W, smem);
         CK(cudaMemcpy(dx, hdx0.data(), n * 2, cudaMemcpyHostToDevice));
-        layernorm_bwd_bf16_f32<<<blocks, W * 32, smem>>>(x, g, mean, rstd, dy, dx, partial, rows, C);
+        ln_bwd(rows, C, x, g, mean, rstd, dy, dx, partial);
         auto hdx = host((unsigned short*)dx, (size_t)16 * C);
         auto hm = host(mean, 16); auto hs = host(rstd, 16);
         double e = 0;
@@ -116,9 +169,9 @@ static void bench_shape(long long rows, int C)
             }
         }
         ms = timeit([&] {
-            layernorm_bwd_bf16_f32<<<blocks, W * 32, smem>>>(x, g, mean, rstd, dy, dx, partial, rows, C);
-            colsum_partials<<<grid(C, 1), 256>>>(partial, blocks, 2LL * C, C, dg, 0, 1);
-            colsum_partials<<<grid(C, 1), 256>>>(partial + C, blocks, 2LL * C, C, db, 0, 1);
+            ln_bwd(rows, C, x, g, mean, rstd, dy, dx, partial);
+            colsum(partial, blocks, 2LL * C, C, dg);
+            colsum(partial + C, blocks, 2LL * C, C, db);
         });
         report("layernorm_bwd(+dgb)", rows, C, 4 * B + 8.0 * rows, ms, e);
     }
@@ -133,16 +186,16 @@ static void bench_shape(long long rows, int C)
     }
     {
         int nv = C % 8 == 0 ? 8 : 1, gx = (C + 32 * nv - 1) / (32 * nv);
-        int gy = (int)std::min<long long>(std::max<long long>((rows + 7) / 8, 1), std::max(1, MAXB * 2 / gx));
+        int gy = (int)std::min<long long>(std::max<long long>((rows + 7) / 8, 1), std::max(1, SMS * 8 / gx));
         ms = timeit([&] {
             bias_gelu_bwd_bf16_f32<<<dim3(gx, gy), dim3(32, 8)>>>(x, b, dy, dx, partial, rows, C, nv == 8);
-            colsum_partials<<<grid(C, 1), 256>>>(partial, gy, C, C, db, 0, 1);
+            colsum(partial, gy, C, C, db);
         });
         report("bias_gelu_bwd(+dbias)", rows, C, 4 * B, ms, 0);
     }
 
     // ---- softmax
-    ms = timeit([&] { softmax_fwd_bf16<<<rowGrid(rows), 256>>>(x, y, 0.5f, rows, C); });
+    ms = timeit([&] { sm_fwd(rows, C, x, y); });
     {
         auto hy = host((unsigned short*)y, (size_t)8 * C);
         double e = 0;
@@ -155,7 +208,7 @@ static void bench_shape(long long rows, int C)
         }
         report("softmax_fwd", rows, C, 2 * B, ms, e);
     }
-    ms = timeit([&] { softmax_bwd_bf16<<<rowGrid(rows), 256>>>(y, dy, 0.5f, dx, rows, C); });
+    ms = timeit([&] { sm_bwd(rows, C, y, dy, dx); });
     report("softmax_bwd", rows, C, 4 * B, ms, 0);
 
     // ---- elementwise add (reference point for simple streaming)
@@ -183,6 +236,7 @@ int main()
     bench_shape(8LL * 576, 512);
     bench_shape(64LL * 40, 768);
     bench_shape(8LL * 1024, 768);
+    bench_shape(64LL * 9216, 128);
 
     // ---- AdamW: bf16 params + f32 master, bf16 grads, 4 tensors totalling 128M elements
     {
