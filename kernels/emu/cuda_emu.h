@@ -41,8 +41,8 @@
 //   * warp-synchronous code that relies on lockstep execution without __syncwarp (pre-Volta idiom);
 //   * the exact warp scheduling order, independent thread scheduling, divergence: __activemask()
 //     returns all non-exited lanes of the warp, even inside a divergent branch;
-//   * reading a shuffle source lane that is exited or outside the mask (undefined on the GPU) returns
-//     the reader's own value;
+//   * reading a shuffle source lane that exited, does not exist or is outside the mask (undefined on
+//     the GPU) returns all-ones bits: NaN as float/double, -1 as an integer;
 //   * async-copy overlap, L1/L2 cache hints (__ldg/__ldcs... are plain loads), texture/surface memory,
 //     cooperative groups, grid sync, dynamic parallelism, `extern __shared__` (use FIBER_DYNAMIC_SMEM),
 //     __CUDA_ARCH__ (not defined: device-only code paths must be guarded by FIBER_EMULATION);
@@ -764,8 +764,10 @@ static const char* shfl_complete(void* const* data, unsigned participants)
         case SHFL_BFLY: j = (int)(lane ^ (unsigned)d->b); ok = j <= maxLane; break;
         default: j = minLane | (int)((unsigned)d->b & ~segmask & 31u); ok = j <= maxLane; break;
         }
-        if (!ok || j < 0 || j > 31 || !((participants >> j) & 1u)) j = (int)lane;
-        d->out = ((ShflData*)data[j])->value;
+        if (!ok || j < 0 || j > 31) j = (int)lane;
+        // A source lane that exited, does not exist or is outside the mask has no defined value on
+        // the GPU; all-ones bits (NaN as float/double, -1 as an integer) make a use of it visible.
+        d->out = ((participants >> j) & 1u) ? ((ShflData*)data[j])->value : ~0ull;
     }
     return nullptr;
 }

@@ -84,8 +84,18 @@ extern "C" __global__ void warp_sums(const float* x, float* out)
     for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
     for (int o = 16; o > 0; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
     int w = t >> 5;
-    if ((t & 31) == 0) { out[2 * w] = a; out[2 * w + 1] = b; }
-    else if (a != __shfl_sync(0xffffffffu, a, 0)) out[2 * w] = -1.0f;  // every lane must agree
+    float lane0 = __shfl_sync(0xffffffffu, a, 0);  // every lane must agree with lane 0
+    int agree = __all_sync(0xffffffffu, a == lane0);
+    if ((t & 31) == 0) { out[2 * w] = agree ? a : -1.0f; out[2 * w + 1] = b; }
+}
+
+// Undefined on the GPU, poisoned on the emulator: the upper half-warp exits, then the lower half
+// reads it with a full-mask shuffle. out[t] (t < 16) = the value read from lane t + 16.
+extern "C" __global__ void shfl_from_exited(const float* x, float* out)
+{
+    int t = threadIdx.x;
+    if (t >= 16) return;
+    out[t] = __shfl_sync(0xffffffffu, x[t], t + 16);
 }
 
 // Votes with the full mask and, inside a branch, with the mask of the even lanes:
@@ -215,4 +225,19 @@ extern "C" __global__ void reduce_probe(const int* x, int* out)
     int mx = __reduce_max_sync(0xffffffffu, v);
     unsigned am = __activemask();
     if ((t & 31) == 0) { out[w * 4] = s; out[w * 4 + 1] = mn; out[w * 4 + 2] = mx; out[w * 4 + 3] = (int)am; }
+}
+
+// A scalar __shared__ written by one thread and read by all after a barrier, round after round
+// (catches a compiler keeping shared memory in registers across __syncthreads). out[r*n + t] = x[r].
+extern "C" __global__ void shared_scalar_broadcast(const int* x, int* out, int rounds)
+{
+    __shared__ int value;
+    int t = threadIdx.x, n = blockDim.x;
+    for (int r = 0; r < rounds; r++)
+    {
+        if (t == (r * 7) % n) value = x[r];
+        __syncthreads();
+        out[r * n + t] = value;
+        __syncthreads();
+    }
 }

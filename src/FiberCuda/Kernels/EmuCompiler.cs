@@ -36,11 +36,12 @@ public sealed partial class EmuCompiler
 
     /// <param name="cacheDir">Where libraries are kept; default FIBER_KERNEL_CACHE or ~/.cache/fibercuda/emu.</param>
     /// <param name="sources">Kernel tree (path relative to kernels/ → text); default the assembly's embedded kernels.</param>
-    public EmuCompiler(string? cacheDir = null, IReadOnlyDictionary<string, string>? sources = null)
+    /// <param name="compiler">The C++ compiler; default FIBER_EMU_CXX, else g++.</param>
+    public EmuCompiler(string? cacheDir = null, IReadOnlyDictionary<string, string>? sources = null, string? compiler = null)
     {
         CacheDir = cacheDir ?? DefaultCacheDir();
         _sources = sources ?? EmbeddedKernelSources();
-        _compiler = Environment.GetEnvironmentVariable("FIBER_EMU_CXX") is { Length: > 0 } cxx ? cxx : "g++";
+        _compiler = compiler ?? (Environment.GetEnvironmentVariable("FIBER_EMU_CXX") is { Length: > 0 } cxx ? cxx : "g++");
         _compilerVersion = new Lazy<string>(() => Run(_compiler, ["--version"], Directory.GetCurrentDirectory()).Output.Split('\n')[0].Trim());
     }
 

@@ -49,7 +49,7 @@ public sealed unsafe class CublasLtGemm : IDisposable
         int M, int N, int K, bool TransA, bool TransB, DType AB, DType C, bool HasBias, DType BiasType,
         int Batch, long StrideA, long StrideB, long StrideC, int AlignA, int AlignB, int AlignC, bool Tf32);
 
-    sealed class Plan
+    internal sealed class Plan
     {
         public nint Desc, LayoutA, LayoutB, LayoutC; // cuBLASLt's A (= our B), B (= our A), C = D
         public CublasLtMatmulAlgo Algo;
@@ -264,6 +264,31 @@ public sealed unsafe class CublasLtGemm : IDisposable
             try { Run(plan, g); }
             finally { plan.Destroy(); }
         }
+    }
+
+    /// <summary>
+    /// The "direct cuBLASLt" baseline for the profiler: descriptors and heuristic built once here, so
+    /// <see cref="PreparedGemm.Run"/> is one cublasLtMatmul call and nothing else.
+    /// </summary>
+    public PreparedGemm Prepare(in GemmDesc g)
+    {
+        Validate(g);
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return new PreparedGemm(this, Build(KeyOf(g), withBias: g.Bias != 0, throwIfNone: true)!, g);
+        }
+    }
+
+    public sealed class PreparedGemm : IDisposable
+    {
+        readonly CublasLtGemm _owner;
+        readonly Plan _plan;
+        readonly GemmDesc _g;
+        bool _disposed;
+        internal PreparedGemm(CublasLtGemm owner, Plan plan, GemmDesc g) { _owner = owner; _plan = plan; _g = g; }
+        public void Run() { ObjectDisposedException.ThrowIf(_disposed, this); _owner.Run(_plan, _g); }
+        public void Dispose() { if (!_disposed) { _disposed = true; _plan.Destroy(); } }
     }
 
     public void Dispose()

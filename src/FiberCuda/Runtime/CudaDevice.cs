@@ -240,6 +240,17 @@ public sealed unsafe class CudaDevice : IGpuDevice
         }
     }
 
+    /// <summary>Compiles and loads kernels/<paramref name="file"/> now (warm-up; load errors surface here, not mid-step).</summary>
+    public void Preload(string file)
+    {
+        lock (_kernelLock)
+        {
+            if (_modules.ContainsKey(file)) return;
+            Bind();
+            _modules[file] = LoadModule(NvrtcCompiler.Shared.CompileForDevice(file, ComputeCapability));
+        }
+    }
+
     /// <summary>A kernel from source text (tests, generated code); <paramref name="moduleKey"/> names the module in the cache.</summary>
     public IKernel GetKernelFromSource(string moduleKey, string source, string name, IReadOnlyDictionary<string, string>? headers = null)
     {

@@ -181,7 +181,13 @@ public sealed unsafe partial class CpuBackend : IBackend
             {
                 HostIO.Read<T>(x, r * c, buf);
                 if (b is not null) TensorPrimitives.Add<T>(buf, b, buf);
-                for (int j = 0; j < c; j++) buf[j] = T.CreateTruncating(SpecialMath.Gelu(double.CreateTruncating(buf[j])));
+                if (typeof(T) == typeof(float))
+                {
+                    var f = System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(buf.AsSpan());
+                    for (int j = 0; j < c; j++) f[j] = SpecialMath.GeluF(f[j]);
+                }
+                else
+                    for (int j = 0; j < c; j++) buf[j] = T.CreateTruncating(SpecialMath.Gelu(double.CreateTruncating(buf[j])));
                 HostIO.Write<T>(y, r * c, buf);
             }
         });
@@ -211,7 +217,9 @@ public sealed unsafe partial class CpuBackend : IBackend
                 HostIO.Read<T>(dy, r * c, g);
                 for (int j = 0; j < c; j++)
                 {
-                    g[j] *= T.CreateTruncating(SpecialMath.GeluGrad(double.CreateTruncating(u[j])));
+                    g[j] *= typeof(T) == typeof(float)
+                        ? T.CreateTruncating(SpecialMath.GeluGradF(float.CreateTruncating(u[j])))
+                        : T.CreateTruncating(SpecialMath.GeluGrad(double.CreateTruncating(u[j])));
                     acc[j] += double.CreateTruncating(g[j]);
                 }
                 HostIO.Accumulate<T>(dx, r * c, g, s);
