@@ -17,6 +17,10 @@
 #endif
 #endif
 
+// Tensor-core / async-copy wrappers (inline PTX, emulated under FIBER_EMULATION); it defines the
+// same fixed-width typedefs behind the same guard.
+#include "ptx.cuh"
+
 #ifndef FIBER_TYPES_DEFINED
 #define FIBER_TYPES_DEFINED
 typedef unsigned int u32;
