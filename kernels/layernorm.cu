@@ -3,8 +3,11 @@
 // ([gridDim.x, 2C] f32: dgamma columns then dbeta columns) that reduce.cu's colsum_partials adds (+=)
 // into dgamma and dbeta.
 // T = dtype of x/residual/y/dy/dx, P = dtype of gamma/beta. mean/rstd are f32.
-// One warp per row. Rows of ≤ 1024 elements live in registers (one global read per input, one write
-// per output); longer rows take a scalar path that re-reads the row (from L1/L2).
+// Two kinds of kernel (CudaBackend picks):
+//   * _k<KP>t<TPR> fast paths, for rows of whole 16-byte packs up to 1024 elements: TPR lanes per
+//     row, KP packs per lane held in registers — one global read per input, one write per output.
+//   * the generic kernels (any C): one warp per row; rows of ≤ 1024 elements are cached as scalars
+//     in registers, longer rows take a path that re-reads the row (from L1/L2).
 // With a residual, s = round_T(x + residual) is written to residualOut and is what gets normalised,
 // so the backward (which receives the stored s) sees exactly what the forward used.
 #include "common.cuh"
@@ -14,7 +17,9 @@ __device__ __forceinline__ void ln_fwd_body(const T* x, const T* res, const P* g
                                             T* y, T* resout, float* mean, float* rstd, i64 rows, int C)
 {
     const int lane = threadIdx.x & 31;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     const float invC = 1.0f / (float)C;
     for (i64 r = global_warp(); r < rows; r += global_warps())
     {
@@ -82,7 +87,9 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
 {
     FIBER_DYNAMIC_SMEM(float, acc_all)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, W = blockDim.x >> 5;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     const float invC = 1.0f / (float)C;
     float* accg = acc_all + (i64)w * 2 * C;
     float* accb = accg + C;

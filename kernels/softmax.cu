@@ -1,14 +1,18 @@
 // softmax.cu — y = softmax(scale·x) over the last dim, and its backward.
 // Gradient convention: dx += scale·y·(dy − Σ dy·y).
-// T = dtype of every tensor (f32 or bf16). One warp per row; rows of ≤ 1024 elements stay in
-// registers, longer rows use an online max/sum pass and a write pass.
+// T = dtype of every tensor (f32 or bf16). Like layernorm.cu: _k<KP>t<TPR> fast kernels for rows of
+// whole 16-byte packs up to 1024 elements (row in registers, TPR lanes per row); generic kernels
+// otherwise (one warp per row; scalar register cache up to 1024 elements, else an online max/sum
+// pass and a write pass).
 #include "common.cuh"
 
 template <typename T>
 __device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, i64 rows, int C)
 {
     const int lane = threadIdx.x & 31;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     for (i64 r = global_warp(); r < rows; r += global_warps())
     {
         const i64 off = r * C;
@@ -52,7 +56,9 @@ template <typename T>
 __device__ __forceinline__ void softmax_bwd_body(const T* y, const T* dy, float scale, T* dx, i64 rows, int C)
 {
     const int lane = threadIdx.x & 31;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     for (i64 r = global_warp(); r < rows; r += global_warps())
     {
         const i64 off = r * C;
