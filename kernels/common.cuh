@@ -372,3 +372,40 @@ __device__ __forceinline__ void rg_store(T* row, int C, int gl, bool ok, const f
         }
     }
 }
+
+// Per-lane parameters (gamma, beta) for the KP packs a row-group lane owns: the same columns for
+// every row, so kernels load them once, before their row loop. Whole 16-byte loads when the lane's
+// N consecutive parameters span whole packs of P (f32 params for bf16 rows), else scalars.
+template <typename T, typename P, int KP, int TPR>
+__device__ __forceinline__ void rg_params(const P* prm, int C, int gl, float (&o)[KP * Pack<T>::N])
+{
+    const int N = Pack<T>::N;
+#pragma unroll
+    for (int k = 0; k < KP; k++)
+    {
+        int c = (k * TPR + gl) * N;
+        if (c < C)
+        {
+            if constexpr ((N * sizeof(P)) % 16 == 0)
+            {
+#pragma unroll
+                for (int h = 0; h < (int)(N * sizeof(P) / 16); h++)
+                {
+                    Pack<P> pk = load_pack(prm + c + h * Pack<P>::N);
+#pragma unroll
+                    for (int j = 0; j < Pack<P>::N; j++) o[k * N + h * Pack<P>::N + j] = to_f(pk.v[j]);
+                }
+            }
+            else
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) o[k * N + j] = to_f(prm[c + j]);
+            }
+        }
+        else
+        {
+#pragma unroll
+            for (int j = 0; j < N; j++) o[k * N + j] = 0.0f;
+        }
+    }
+}

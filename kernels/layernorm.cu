@@ -182,6 +182,9 @@ __device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* g
     const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
     const int lane = threadIdx.x & 31, gl = lane % TPR;
     const float invC = 1.0f / (float)C;
+    float gv[E], bv[E];
+    rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
+    rg_params<T, P, KP, TPR>(beta, C, gl, bv);
     for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
     {
         const i64 r = base + lane / TPR;
@@ -217,7 +220,7 @@ __device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* g
             if (c < C)
             {
 #pragma unroll
-                for (int j = 0; j < N; j++) v[k * N + j] = (v[k * N + j] - m) * rs * to_f(gamma[c + j]) + to_f(beta[c + j]);
+                for (int j = 0; j < N; j++) v[k * N + j] = (v[k * N + j] - m) * rs * gv[k * N + j] + bv[k * N + j];
             }
         }
         rg_store<T, KP, TPR>(y + off, C, gl, ok, v);
@@ -239,6 +242,8 @@ __device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const fl
     const float invC = 1.0f / (float)C;
     float* accg = acc_all + (i64)grp * 2 * C;
     float* accb = accg + C;
+    float gv[E];
+    rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
     for (int i = threadIdx.x; i < G * 2 * C; i += blockDim.x) acc_all[i] = 0.0f;
     __syncthreads();
     const i64 warpsTotal = (i64)gridDim.x * (blockDim.x >> 5);
@@ -264,7 +269,7 @@ __device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const fl
                 for (int j = 0; j < N; j++)
                 {
                     float xh = (vs[k * N + j] - m) * rs;
-                    float dxh = vd[k * N + j] * to_f(gamma[c + j]);
+                    float dxh = vd[k * N + j] * gv[k * N + j];
                     a += dxh; b += dxh * xh;
                     if (ok) { accg[j * CN + p] += vd[k * N + j] * xh; accb[j * CN + p] += vd[k * N + j]; }
                 }
@@ -281,7 +286,7 @@ __device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const fl
                 for (int j = 0; j < N; j++)
                 {
                     float xh = (vs[k * N + j] - m) * rs;
-                    float dxh = vd[k * N + j] * to_f(gamma[c + j]);
+                    float dxh = vd[k * N + j] * gv[k * N + j];
                     vx[k * N + j] += rs * (dxh - a - xh * b);
                 }
             }
