@@ -48,8 +48,9 @@ public sealed class RobertaEmbeddings : Module
     {
         _c = c;
         RecomputedBuffer("position_ids");
-        Word = Child("word_embeddings", new Embedding(ctx, c.VocabSize, c.TextHidden));
-        Position = Child("position_embeddings", new Embedding(ctx, c.MaxPositionEmbeddings, c.TextHidden));
+        // HF RoBERTa gives both padding_idx = pad id: the pad row never receives a gradient.
+        Word = Child("word_embeddings", new Embedding(ctx, c.VocabSize, c.TextHidden, c.PadTokenId));
+        Position = Child("position_embeddings", new Embedding(ctx, c.MaxPositionEmbeddings, c.TextHidden, c.PadTokenId));
         TokenType = Child("token_type_embeddings", new Embedding(ctx, c.TypeVocabSize, c.TextHidden));
         Norm = Child("LayerNorm", new LayerNorm(ctx, c.TextHidden, 1e-5f));
         Drop = Child("dropout", new Dropout(ctx, dropout));
@@ -84,11 +85,9 @@ public sealed class RobertaEmbeddings : Module
         var be = Ctx.Backend;
         var pos = PositionIds(t, _c.PadTokenId);
         if (pos.Max() >= _c.MaxPositionEmbeddings) throw new ArgumentException($"text of {t.Length} tokens exceeds {_c.MaxPositionEmbeddings - _c.PadTokenId - 1} positions");
-        var ids = be.FromInts(t.Ids, [t.Batch, t.Length]);
-        var posIds = be.FromInts(pos, [t.Batch, t.Length]);
         var types = be.Zeros([t.Batch, t.Length], DType.I32);
         // HF order: (word + token_type) + position (fiber-coarse.md §10).
-        var e = F.Add(F.Add(Word.Forward(ids), TokenType.Forward(types)), Position.Forward(posIds));
+        var e = F.Add(F.Add(Word.Forward(t.Ids, [t.Batch, t.Length]), TokenType.Forward(types)), Position.Forward(pos, [t.Batch, t.Length]));
         return Drop.Forward(Norm.Forward(e));
     }
 }

@@ -1,4 +1,5 @@
 using FiberCuda.Autograd;
+using FiberCuda.Backends;
 using FiberCuda.Tensors;
 
 namespace FiberCuda.Nn;
@@ -37,12 +38,42 @@ public sealed class LayerNorm : Module
     public Tensor Forward(Tensor x, Tensor residual) => F.LayerNormResidual(x, residual, Weight, Bias, Eps).Y;
 }
 
-/// <summary>nn.Embedding (`weight` [num, dim]).</summary>
+/// <summary>
+/// nn.Embedding (`weight` [num, dim]). With <c>paddingIdx</c> (as HF RoBERTa's word and position embeddings)
+/// the padding row gets no gradient: its rows in the output are replaced by a constant copy, so the backward
+/// sends nothing to it (the forward values are unchanged).
+/// </summary>
 public sealed class Embedding : Module
 {
-    public Embedding(NnContext ctx, int num, int dim) : base(ctx) { Weight = Param("weight", num, dim); }
+    public Embedding(NnContext ctx, int num, int dim, int? paddingIdx = null) : base(ctx)
+    {
+        Weight = Param("weight", num, dim);
+        PaddingIdx = paddingIdx;
+    }
     public Tensor Weight { get; }
+    public int? PaddingIdx { get; }
+
     public Tensor Forward(Tensor ids) => F.Embedding(Weight, ids);
+
+    /// <summary>Lookup of host ids [shape]; rows of <see cref="PaddingIdx"/> carry no gradient.</summary>
+    public Tensor Forward(int[] ids, int[] shape)
+    {
+        var be = Ctx.Backend;
+        var idt = be.FromInts(ids, shape);
+        var y = F.Embedding(Weight, idt);
+        if (PaddingIdx is not int pad || Array.IndexOf(ids, pad) < 0 || !Autograd.Grad.IsEnabled || !Weight.RequiresGrad) return y;
+        int d = Weight.Dim(1);
+        var keep = new double[y.Numel];
+        for (int i = 0; i < ids.Length; i++) if (ids[i] != pad) Array.Fill(keep, 1.0, i * d, d);
+        var keepT = be.FromDoubles(keep, y.Shape, y.DType);
+        Tensor konst;
+        using (Autograd.Grad.NoGrad())
+        {
+            var dropT = be.FromDoubles(Array.ConvertAll(keep, k => 1.0 - k), y.Shape, y.DType);
+            konst = F.Mul(F.Embedding(Weight, idt), dropT); // the pad rows' values, detached
+        }
+        return F.Add(F.Mul(y, keepT), konst);
+    }
 }
 
 /// <summary>Inverted dropout with the context's Philox stream; identity in eval mode or at p = 0.</summary>
@@ -75,7 +106,7 @@ public sealed class DropPath(NnContext ctx, float p) : Module(ctx)
             Array.Fill(m, keep, (int)(i * per), (int)per);
         }
         // not disposed here: the Mul node keeps it for the backward (the finalizer frees it)
-        var mask = Backends.BackendExtensions.FromDoubles(x.Backend, m, x.Shape, x.DType);
+        var mask = x.Backend.FromDoubles(m, x.Shape, x.DType);
         return F.Mul(x, mask);
     }
 }
