@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Diagnostics;
-using System.Reflection;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -53,20 +52,9 @@ public sealed partial class EmuCompiler
         return Path.Combine(string.IsNullOrEmpty(home) ? Path.GetTempPath() : home, ".cache", "fibercuda", "emu");
     }
 
-    /// <summary>The kernels/ tree embedded in the FiberCuda assembly (resource names "kernels/&lt;relative path&gt;").</summary>
+    /// <summary>The kernels/ tree embedded in the FiberCuda assembly (read through <see cref="KernelSource"/>, as NVRTC's pipeline does).</summary>
     public static IReadOnlyDictionary<string, string> EmbeddedKernelSources()
-    {
-        var asm = typeof(EmuCompiler).Assembly;
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var name in asm.GetManifestResourceNames())
-        {
-            if (!name.StartsWith("kernels/", StringComparison.Ordinal)) continue;
-            using var s = asm.GetManifestResourceStream(name)!;
-            using var r = new StreamReader(s, Encoding.UTF8);
-            map[name["kernels/".Length..]] = r.ReadToEnd();
-        }
-        return map;
-    }
+        => KernelSource.AllFiles().ToDictionary(f => f, KernelSource.Read, StringComparer.Ordinal);
 
     /// <summary>The kernels a file declares: every <c>extern "C" __global__ void NAME(</c>.</summary>
     public static IReadOnlyList<string> FindKernels(string source)
@@ -148,13 +136,11 @@ public sealed partial class EmuCompiler
         Add(version);
         Add(file);
         Add(wrapper);
-        // The file and every header (a change in any header may change this file's library).
-        foreach (var (rel, text) in _sources.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            if (rel != file && rel.EndsWith(".cu", StringComparison.Ordinal)) continue;
-            Add(rel);
-            Add(text);
-        }
+        // The file, everything it includes (resolved as for NVRTC), and the force-included emulation header.
+        Add(_sources[file]);
+        var headers = KernelSource.ResolveHeaders(file, _sources[file], rel => _sources[rel], _sources.ContainsKey);
+        foreach (var (name, text) in headers) { Add(name); Add(text); }
+        Add(_sources["emu/cuda_emu.h"]);
         return Convert.ToHexStringLower(h.GetHashAndReset());
     }
 

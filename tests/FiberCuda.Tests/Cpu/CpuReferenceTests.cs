@@ -328,3 +328,82 @@ public sealed class CpuDeterminismTests
         }
     }
 }
+
+[TestClass]
+public sealed class CpuParallelPathTests
+{
+    // Sizes past the parallel threshold, odd widths: the row-range split must not drop or double any row.
+    [TestMethod]
+    public void LargeRowOpsMatchScalarReferences()
+    {
+        var be = Backends.Backend.Cpu;
+        int rows = 301, c = 257;
+        var x = Support.Check.Rand(31, rows * c, -3, 3);
+        using var tx = be.FromDoubles(x, [rows, c], Tensors.DType.F32);
+        var xf = tx.ToDoubleArray(); // the f32 values
+        using var y = be.Empty([rows, c], Tensors.DType.F32);
+        be.Softmax(tx, 1f, y);
+        var sm = new double[rows * c];
+        for (int r = 0; r < rows; r++)
+        {
+            double m = double.NegativeInfinity; for (int j = 0; j < c; j++) m = Math.Max(m, xf[r * c + j]);
+            double z = 0; for (int j = 0; j < c; j++) z += Math.Exp(xf[r * c + j] - m);
+            for (int j = 0; j < c; j++) sm[r * c + j] = Math.Exp(xf[r * c + j] - m) / z;
+        }
+        Support.Check.Close(sm, y.ToDoubleArray(), 1e-8, 1e-5, "softmax");
+
+        using var g = be.Empty([c], Tensors.DType.F32); be.Fill(g, 1); using var b = be.Zeros([c], Tensors.DType.F32);
+        using var mean = be.Empty([rows], Tensors.DType.F32); using var rstd = be.Empty([rows], Tensors.DType.F32);
+        be.LayerNorm(tx, null, g, b, 1e-5f, y, null, mean, rstd);
+        var ln = new double[rows * c];
+        for (int r = 0; r < rows; r++)
+        {
+            double mu = 0; for (int j = 0; j < c; j++) mu += xf[r * c + j]; mu /= c;
+            double v = 0; for (int j = 0; j < c; j++) v += (xf[r * c + j] - mu) * (xf[r * c + j] - mu); v /= c;
+            for (int j = 0; j < c; j++) ln[r * c + j] = (xf[r * c + j] - mu) / Math.Sqrt(v + 1e-5);
+        }
+        Support.Check.Close(ln, y.ToDoubleArray(), 1e-5, 1e-5, "layernorm");
+
+        using var cols = be.Zeros([c], Tensors.DType.F32); be.SumRows(tx, cols, accumulate: false);
+        var cs = new double[c]; for (int r = 0; r < rows; r++) for (int j = 0; j < c; j++) cs[j] += xf[r * c + j];
+        Support.Check.Close(cs, cols.ToDoubleArray(), 1e-5, 1e-6, "sumrows");
+
+        // GEMM with every path: M not a multiple of 4, N past one column block, K odd
+        int M = 7, N = 600, K = 33;
+        var a = Support.Check.Rand(32, M * K); var bb = Support.Check.Rand(33, N * K);
+        using var ta = be.FromDoubles(a, [M, K], Tensors.DType.F32); using var tb = be.FromDoubles(bb, [N, K], Tensors.DType.F32);
+        using var tc = be.Empty([M, N], Tensors.DType.F32);
+        be.Gemm(new GemmArgs(ta, tb, tc, M, N, K, TransB: true));
+        var af = ta.ToDoubleArray(); var bf = tb.ToDoubleArray();
+        var e = new double[M * N];
+        for (int i = 0; i < M; i++) for (int j = 0; j < N; j++) { double s = 0; for (int k = 0; k < K; k++) s += af[i * K + k] * bf[j * K + k]; e[i * N + j] = s; }
+        Support.Check.Close(e, tc.ToDoubleArray(), 1e-5, 1e-5, "gemm");
+    }
+}
+
+[TestClass]
+public sealed class HostConversionTests
+{
+    [TestMethod]
+    public unsafe void VectorBf16ConversionsMatchScalar()
+    {
+        // Random bit patterns (NaNs, infinities, subnormals, ties) plus the special values, at a length with a tail.
+        var rng = new Random(3);
+        int n = 100_003;
+        var f = new float[n];
+        for (int i = 0; i < n; i++) f[i] = BitConverter.Int32BitsToSingle(rng.Next() ^ (rng.Next(2) << 31));
+        float[] special = [0f, -0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, float.Epsilon, 1f + MathF.Pow(2, -8), 1f + 3 * MathF.Pow(2, -8), float.MaxValue, BitConverter.Int32BitsToSingle(0x7fffffff), BitConverter.Int32BitsToSingle(0x7f7fffff)];
+        special.CopyTo(f, 0);
+        var h = new ushort[n]; var back = new float[n];
+        fixed (float* fp = f) fixed (ushort* hp = h) fixed (float* bp = back)
+        {
+            Backends.Cpu.HostIO.FloatToBf16(fp, hp, n);
+            Backends.Cpu.HostIO.Bf16ToFloat(hp, bp, n);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            Assert.AreEqual(Tensors.BFloat16.FromFloat(f[i]), h[i], $"[{i}] {BitConverter.SingleToUInt32Bits(f[i]):x8}");
+            Assert.AreEqual(BitConverter.SingleToUInt32Bits(Tensors.BFloat16.ToFloat(h[i])), BitConverter.SingleToUInt32Bits(back[i]), $"back [{i}]");
+        }
+    }
+}
