@@ -1,5 +1,6 @@
 // softmax.cu — y = softmax(scale·x) over the last dim, and its backward.
 // Gradient convention: dx += scale·y·(dy − Σ dy·y).
+// A row that is entirely −inf (fully masked) gives all zeros, as on the CPU.
 // T = dtype of every tensor (f32 or bf16). Like layernorm.cu: _k<KP>t<TPR> fast kernels for rows of
 // whole 16-byte packs up to 1024 elements (row in registers, TPR lanes per row); generic kernels
 // otherwise (one warp per row; scalar register cache up to 1024 elements, else an online max/sum
@@ -24,13 +25,14 @@ __device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, 
 #pragma unroll
             for (int k = 0; k < 32; k++) if (row_col<T>(k, lane, vec) < C) mx = fmaxf(mx, v[k] * scale);
             mx = warp_max(mx);
+            if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
             float s = 0.0f;
 #pragma unroll
             for (int k = 0; k < 32; k++)
             {
                 if (row_col<T>(k, lane, vec) < C) { v[k] = expf(v[k] * scale - mx); s += v[k]; }
             }
-            float inv = 1.0f / warp_sum(s);
+            float tot = warp_sum(s), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
 #pragma unroll
             for (int k = 0; k < 32; k++) v[k] *= inv;
             row_store(y + off, C, lane, vec, v);
@@ -41,12 +43,14 @@ __device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, 
             for (int c = lane; c < C; c += 32)
             {
                 float v = to_f(x[off + c]) * scale;
+                if (v == fiber_neg_inf()) continue; // masked: adds 0 (and exp(-inf - -inf) would be NaN)
                 if (v > mx) { s = s * expf(mx - v) + 1.0f; mx = v; }
                 else s += expf(v - mx);
             }
             float M = warp_max(mx);
+            if (M == fiber_neg_inf()) M = 0.0f;
             s = (mx == fiber_neg_inf()) ? 0.0f : s * expf(mx - M);
-            float inv = 1.0f / warp_sum(s);
+            float tot = warp_sum(s), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
             for (int c = lane; c < C; c += 32) y[off + c] = from_f<T>(expf(to_f(x[off + c]) * scale - M) * inv);
         }
     }
@@ -113,6 +117,7 @@ __device__ __forceinline__ void softmax_fwd_fast(const T* x, T* y, float scale, 
                 for (int j = 0; j < N; j++) mx = fmaxf(mx, v[k * N + j] * scale);
             }
         mx = group_max<TPR>(mx);
+        if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
         float sum = 0.0f;
 #pragma unroll
         for (int k = 0; k < KP; k++)
@@ -121,7 +126,7 @@ __device__ __forceinline__ void softmax_fwd_fast(const T* x, T* y, float scale, 
 #pragma unroll
                 for (int j = 0; j < N; j++) { float e = expf(v[k * N + j] * scale - mx); v[k * N + j] = e; sum += e; }
             }
-        const float inv = 1.0f / group_sum<TPR>(sum);
+        const float tot = group_sum<TPR>(sum), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
 #pragma unroll
         for (int e = 0; e < E; e++) v[e] *= inv;
         rg_store<T, KP, TPR>(y + off, C, gl, ok, v);

@@ -277,6 +277,19 @@ public abstract class CudaOpsTestBase
             Cpu.SoftmaxBackward(cy, cdy, 0.7f, cdx); Gpu.SoftmaxBackward(Keep(Gpu.CopyFrom(cy)), gdy, 0.7f, gdx);
             Close(cdx, gdx, "softmax bwd", 4);
         }
+        // Fully masked rows (all −inf) give zeros on both backends, on the fast and the generic path.
+        foreach (var (shape, dt) in Cases([3, 64], [3, 49], [2, 2000]))
+        {
+            var data = Rand(r, ShapeUtil.Numel(shape), 3);
+            int C = shape[1];
+            for (int c = 0; c < C; c++) data[C + c] = float.NegativeInfinity;
+            data[5] = float.NegativeInfinity;
+            var (cx, gx) = Pair(data, shape, dt);
+            var (cy, gy) = EmptyPair(shape, dt);
+            Cpu.Softmax(cx, 1f, cy); Gpu.Softmax(gx, 1f, gy);
+            Close(cy, gy, "softmax masked rows", 2);
+            CollectionAssert.AreEqual(new float[C], gy.ToFloatArray()[C..(2 * C)], "masked row must be zeros");
+        }
     }
 
     [TestMethod]
