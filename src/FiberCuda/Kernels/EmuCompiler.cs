@@ -71,7 +71,7 @@ public sealed partial class EmuCompiler
         sb.Append("#include \"kernels/").Append(file).Append("\"\n");
         foreach (var k in kernels)
             sb.Append("extern \"C\" __attribute__((visibility(\"default\"))) int fiber_emu_launch_").Append(k)
-              .Append("(const emu_launch* cfg, void** args) { return ::fiber_emu::launch(").Append(k).Append(", cfg, args); }\n");
+              .Append("(const emu_launch* cfg, void** args) { return ::fiber_emu::launch(").Append(k).Append(", cfg, args, \"").Append(k).Append("\"); }\n");
         return sb.ToString();
     }
 
