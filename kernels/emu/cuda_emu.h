@@ -4,13 +4,14 @@
 //     g++ -std=c++17 -O2 -shared -fPIC -pthread -DFIBER_EMULATION -include kernels/emu/cuda_emu.h x.cu
 // and the same source that NVRTC compiles for the GPU becomes a shared library. EmuCompiler.cs adds
 // one C entry point per kernel, `int fiber_emu_launch_NAME(const emu_launch*, void** args)`, that
-// calls fiber_emu::launch(NAME, cfg, args) below.
+// calls fiber_emu::launch(NAME, cfg, args, "NAME") below and returns 0 or 1 (message in cfg->err).
+// Platform: x86-64 Linux/glibc (the fiber context switch is x86-64 assembly).
 //
 // Model
 //   * A launch runs its blocks on a pool of OS threads (the CPUs this process may use, or FIBER_EMU_WORKERS).
 //     A worker runs one block at a time; the block's threads are user-mode fibers on that worker,
 //     under one cooperative scheduler: a thread runs until it reaches __syncthreads, a warp
-//     collective or its end, then the next runnable thread runs (round robin, thread-index order).
+//     collective or its end, then the next runnable thread runs (see the resume order below).
 //   * `__shared__` is `static thread_local`: one worker runs one block at a time, so a worker's
 //     thread-local copy is exactly the running block's shared memory. Nothing is zeroed between
 //     blocks (as on the GPU). Dynamic shared memory (emu_dynamic_smem) is filled with 0xFF bytes
@@ -40,9 +41,8 @@
 //     register limits, __launch_bounds__ (ignored), static shared-memory limits;
 //   * the memory model: no lack of ordering and no races between blocks beyond what the host CPU
 //     does; within a block, fibers are sequential, so a missing __syncthreads between a write and
-//     another thread's read is only caught if the scheduling order happens to expose it (a thread
-//     runs until its next barrier/collective, so most write→read-by-another-thread-without-barrier
-//     bugs do show);
+//     another thread's read is only caught if the resume order exposes it (a thread runs until its
+//     next barrier/collective, so running in forward and in reverse order shows most such bugs);
 //   * warp-synchronous code that relies on lockstep execution without __syncwarp (pre-Volta idiom);
 //   * preemption: threads are cooperative, so spinning on a value another thread of the same block
 //     is to write (without a barrier or collective in the loop) never ends;
