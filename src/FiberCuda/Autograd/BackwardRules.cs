@@ -21,6 +21,8 @@ public static class BackwardRules
             case "mul": Mul(n, g[0]!, sink); break;
             case "scale": Scale(n, g[0]!, sink); break;
             case "add_bias": AddBias(n, g[0]!, sink); break;
+            case "add_broadcast": AddBroadcast(n, g[0]!, sink); break;
+            case "mul_scalar": MulScalar(n, g[0]!, sink); break;
             case "bias_gelu": BiasGelu(n, g[0]!, sink); break;
             case "layernorm": LayerNorm(n, g[0]!, sink); break;
             case "layernorm_residual": LayerNormResidual(n, g[0], g[1], sink); break;
@@ -124,6 +126,26 @@ public static class BackwardRules
         if (sink.For(1) is { } db) dy.Backend.SumRows(dy, db, accumulate: true);
     }
 
+    // y = x + b (b over leading dims):  dx += dy,  db += Σ over the leading dims of dy
+    static void AddBroadcast(Node n, Tensor dy, GradSink sink)
+    {
+        if (sink.For(0) is { } dx) dy.Backend.Axpy(1f, dy, dx);
+        if (sink.For(1) is { } db && db.Numel > 0)
+        {
+            int w = (int)db.Numel;
+            dy.Backend.SumRows(dy.Reshape(-1, w), db.Reshape(w), accumulate: true);
+        }
+    }
+
+    // y = s·x:  dx[n,1] += dy[n,1]·s[1,1],  ds[1,1] += dyᵀ[1,n]·x[n,1]
+    static void MulScalar(Node n, Tensor dy, GradSink sink)
+    {
+        Tensor x = n.Inputs[0], s = n.Inputs[1]; var be = dy.Backend;
+        int m = (int)x.Numel; if (m == 0) return;
+        if (sink.For(0) is { } dx) be.Gemm(new GemmArgs(dy.Reshape(m, 1), s.Reshape(1, 1), dx.Reshape(m, 1), m, 1, 1, Beta: 1f));
+        if (sink.For(1) is { } ds) be.Gemm(new GemmArgs(dy.Reshape(m, 1), x.Reshape(m, 1), ds.Reshape(1, 1), 1, 1, m, TransA: true, Beta: 1f));
+    }
+
     static void BiasGelu(Node n, Tensor dy, GradSink sink)
     {
         var scratch = new List<Tensor>();
@@ -188,12 +210,15 @@ public static class BackwardRules
         be.Scale(dy, 1f / count, gs);
         using var dloss = be.Zeros(new[] { rows, 1 }, lse.DType);
         be.AddBias(dloss, gs, dloss); // broadcast the scalar to every row without reading it on the host
-        be.CrossEntropyBackward(logits, targets, n.Attr<int>("ignoreIndex"), lse, dloss.Reshape(rows), dlogits);
+        int c = logits.Dim(-1);
+        be.CrossEntropyBackward(logits.Reshape(rows, c), targets.Reshape(rows), n.Attr<int>("ignoreIndex"), lse, dloss.Reshape(rows), dlogits.Reshape(rows, c));
     }
 
     static void Embedding(Node n, Tensor dy, GradSink sink)
     {
-        if (sink.For(0) is { } dw) dy.Backend.EmbeddingBackward(dy, n.Saved[0]!, dw);
+        if (sink.For(0) is not { } dw) return;
+        var ids = n.Saved[0]!; int d = dw.Dim(-1);
+        dy.Backend.EmbeddingBackward(dy.Reshape((int)ids.Numel, d), ids.Reshape((int)ids.Numel), dw);
     }
 
     static void Dropout(Node n, Tensor dy, GradSink sink)
@@ -205,8 +230,12 @@ public static class BackwardRules
     static void Sum(Node n, Tensor dy, GradSink sink)
     {
         if (sink.For(0) is not { } dx || dx.Numel == 0) return;
+        var be = dy.Backend;
         var v = dx.Reshape((int)dx.Numel, 1);
-        dy.Backend.AddBias(v, dy, v);
+        if (dy.DType == dx.DType) { be.AddBias(v, dy, v); return; }
+        using var g = be.Empty(new[] { 1 }, dx.DType); // keep AddBias single-dtype for the GPU kernels
+        be.Cast(dy, g);
+        be.AddBias(v, g, v);
     }
 
     // y[r] = Σ_c x[r,c]:  dx[r,c] += g[r]  (a rank-1 GEMM: g[R,1]·ones[1,C])

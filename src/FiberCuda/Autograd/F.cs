@@ -118,6 +118,36 @@ public static class F
         return Record("add_bias", y, new[] { x, bias });
     }
 
+    /// <summary>
+    /// y = x + b where b's shape is a suffix of x's (b repeats over x's leading dims): relative-position
+    /// biases, masks, positional embeddings. An AddBias over [rows, b.Numel] views.
+    /// </summary>
+    public static Tensor AddBroadcast(Tensor x, Tensor b)
+    {
+        if (b.Rank > x.Rank || !ShapeUtil.Equal(x.Shape.AsSpan(x.Rank - b.Rank), b.Shape))
+            throw new ArgumentException($"AddBroadcast: {ShapeUtil.Format(b.Shape)} is not a suffix of {ShapeUtil.Format(x.Shape)}");
+        int w = (int)b.Numel;
+        var y = x.Backend.Empty(x.Shape, x.DType);
+        if (w > 0 && x.Numel > 0) x.Backend.AddBias(x.Reshape(-1, w), b.Reshape(w), y.Reshape(-1, w));
+        return Record("add_broadcast", y, new[] { x, b });
+    }
+
+    /// <summary>
+    /// y = s·x with s a one-element tensor (a learnable gate such as FIBER's α). Two rank-1 GEMMs in the
+    /// backward: dx += s·dy, ds += Σ dy⊙x. s must have x's dtype.
+    /// </summary>
+    public static Tensor MulScalar(Tensor x, Tensor s)
+    {
+        if (s.Numel != 1) throw new ArgumentException($"MulScalar: {s} is not one element");
+        int n = checked((int)x.Numel);
+        var y = x.Backend.Empty(x.Shape, x.DType);
+        if (n > 0) x.Backend.Gemm(new GemmArgs(x.Reshape(n, 1), s.Reshape(1, 1), y.Reshape(n, 1), n, 1, 1));
+        return Record("mul_scalar", y, new[] { x, s });
+    }
+
+    /// <summary>The same values with no history: gradients stop here.</summary>
+    public static Tensor Detach(Tensor x) => new(x.Storage, (int[])x.Shape.Clone(), x.DType) { Name = x.Name };
+
     /// <summary>y = gelu(x + bias) with the exact erf GELU; bias optional.</summary>
     public static Tensor BiasGelu(Tensor x, Tensor? bias)
     {
@@ -187,7 +217,8 @@ public static class F
     /// row is ignored). logits [..., C], targets [...] i32/i64 (read on the host to count rows).
     /// Returns a one-element tensor [1], f32 (f64 for f64 logits).
     /// </summary>
-    public static Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex = DefaultIgnoreIndex)
+    /// <param name="keptRows">The number of non-ignored targets when the caller knows it (skips reading targets back from a GPU).</param>
+    public static Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex = DefaultIgnoreIndex, int? keptRows = null)
     {
         var be = logits.Backend;
         int n = checked((int)ShapeUtil.Rows(logits.Shape));
@@ -195,8 +226,9 @@ public static class F
         var st = StatType(logits);
         var loss = be.Empty(new[] { n }, st);
         var lse = be.Empty(new[] { n }, st);
-        be.CrossEntropy(logits, targets, ignoreIndex, loss, lse);
-        int count = CountKept(targets, ignoreIndex);
+        int c = logits.Dim(-1);
+        be.CrossEntropy(logits.Reshape(n, c), targets.Reshape(n), ignoreIndex, loss, lse); // the op's contract is [N,C] and [N]
+        int count = keptRows ?? CountKept(targets, ignoreIndex);
         var y = be.Empty(new[] { 1 }, st);
         be.SumAll(loss, y);
         be.Scale(y, count == 0 ? 0f : 1f / count, y);
@@ -222,7 +254,7 @@ public static class F
         var be = weight.Backend;
         int d = weight.Dim(-1);
         var y = be.Empty(ids.Shape.Concat(new[] { d }).ToArray(), weight.DType);
-        be.Embedding(weight, ids, y);
+        be.Embedding(weight, ids.Reshape((int)ids.Numel), y.Reshape((int)ids.Numel, d)); // the op's contract is ids [N], y [N,D]
         return Record("embedding", y, new[] { weight }, saved: new[] { ids });
     }
 

@@ -185,8 +185,14 @@ public static class FiberConverter
         {
             var p = FiberConfig.Preset(n);
             if (p.Stage != c.Stage) continue;
-            var probe = c with { Name = p.Name };
-            if (c.Stage == FiberStage.Coarse) probe = probe with { Heads = p.Heads, MaxTextLen = p.MaxTextLen, QueueSize = p.QueueSize, VqaLabels = p.VqaLabels };
+            // Compare only what shapes determine: task heads, queue sizes and the other stage's fields are not the tower.
+            var probe = c with
+            {
+                Name = p.Name, Heads = p.Heads, MaxTextLen = p.MaxTextLen, QueueSize = p.QueueSize, VqaLabels = p.VqaLabels,
+            };
+            probe = c.Stage == FiberStage.Coarse
+                ? probe with { FpnChannels = p.FpnChannels, DyHeadBlocks = p.DyHeadBlocks, NumClasses = p.NumClasses, DotProductDim = p.DotProductDim }
+                : probe with { ImageSize = p.ImageSize, CrossHidden = p.CrossHidden };
             if (probe.Equals(p)) return c with { Name = c.Stage == FiberStage.Coarse && !c.Heads.SequenceEqual(p.Heads) ? $"{p.Name}-{string.Join("-", c.Heads)}" : p.Name };
         }
         return c with { Name = c.Stage == FiberStage.Coarse ? $"fiber-coarse-{c.ImageSize}" : "fiber-fine" };
@@ -297,7 +303,8 @@ public static class FiberConverter
             else if (!want[n].Stored) result.Dropped.Add(n);
 
         if (mismatches.Count > 0)
-            throw new ConvertMismatchException($"{mismatches.Count} shape mismatch(es):\n  " + string.Join("\n  ", mismatches));
+            throw new ConvertMismatchException($"{mismatches.Count} shape mismatch(es) against {cfg.Name}:\n  " + string.Join("\n  ", mismatches.Take(30))
+                + (mismatches.Count > 30 ? $"\n  … and {mismatches.Count - 30} more" : ""));
         if (result.Missing.Count > 0 && !o.AllowMissing)
             throw new ConvertMismatchException($"{result.Missing.Count} parameter(s) of {cfg.Name} are not in the input (use --allow-missing to write anyway): " + string.Join(", ", result.Missing.Take(20)));
         if (result.Unexpected.Count > 0 && !o.AllowUnexpected)

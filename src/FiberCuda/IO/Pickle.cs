@@ -109,12 +109,14 @@ public sealed class Pickle
     public static object? Load(byte[] data, string where, Func<object?, object?>? persistentLoad = null, CallResolver? resolver = null)
         => new Pickle(new MemoryStream(data, false), where) { PersistentLoad = persistentLoad, Resolver = resolver }.Load();
 
-    // Modules whose callables can run code, touch the system or build arbitrary calls; refused by name.
+    // Modules whose callables can run code, touch the system or build arbitrary calls; refused by name. Harmless
+    // value classes that real checkpoints carry in their hyper-parameters (pathlib.PosixPath, functools.partial of
+    // an optimizer, ...) are not listed: like every unknown class they become inert placeholders.
     static readonly HashSet<string> DangerousModules =
     [
         "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "__builtins__", "shutil", "socket", "importlib",
         "runpy", "pty", "code", "codeop", "pickle", "_pickle", "cPickle", "marshal", "ctypes", "multiprocessing", "signal",
-        "webbrowser", "types", "operator", "functools", "io", "_io", "tempfile", "pathlib", "glob", "platform", "asyncio",
+        "webbrowser", "types", "io", "_io", "tempfile", "asyncio",
         "threading", "_thread", "posixpath", "ntpath", "commands", "popen2", "pdb", "timeit", "inspect", "gc", "zipimport",
         "pkgutil", "site", "sysconfig", "distutils", "setuptools", "pip", "torch.hub", "torch.jit", "torch._ops",
         "torch.ops", "torch.package", "torch.utils.cpp_extension", "torch.cuda", "torch.load", "dill", "numpy.testing",
@@ -203,7 +205,12 @@ public sealed class Pickle
                 case 'L': Push(ParseInt(ReadLine().TrimEnd('L'))); break;
                 case 0x8a: Push(LongFromBytes(ReadN(ReadByte()))); break;      // LONG1
                 case 0x8b: Push(LongFromBytes(ReadN(ReadLen4()))); break;      // LONG4
-                case 'F': Push(double.Parse(ReadLine(), CultureInfo.InvariantCulture)); break;
+                case 'F':
+                    {
+                        var t = ReadLine();
+                        Push(double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var f) ? f : throw Bad($"bad float '{t}'"));
+                        break;
+                    }
                 case 'G': Push(BinaryPrimitives.ReadDoubleBigEndian(ReadN(8))); break;
                 case 'S': Push(UnquoteString(ReadLine())); break;              // STRING (protocol 0 str)
                 case 'T': Push(Encoding.Latin1.GetString(ReadN(ReadLen4()))); break; // BINSTRING
@@ -240,18 +247,18 @@ public sealed class Pickle
                 case 'c':                                                        // GLOBAL
                     {
                         var mod = ReadLine(); var name = ReadLine();
-                        Push(new PyGlobal(mod, name)); break;
+                        Push(Global(mod, name)); break;
                     }
                 case 0x93:                                                       // STACK_GLOBAL
                     {
                         var name = Pop() as string; var mod = Pop() as string;
                         if (name is null || mod is null) throw Bad("STACK_GLOBAL needs two strings");
-                        Push(new PyGlobal(mod, name)); break;
+                        Push(Global(mod, name)); break;
                     }
                 case 'R': { var args = Pop(); var f = Pop(); Push(Call(f, ArgsOf(args))); break; }
                 case 0x81: { var args = Pop(); var cls = Pop(); Push(Call(cls, ArgsOf(args))); break; }            // NEWOBJ
                 case 0x92: { _ = Pop(); var args = Pop(); var cls = Pop(); Push(Call(cls, ArgsOf(args))); break; } // NEWOBJ_EX (kwargs kept out)
-                case 'i': { var mod = ReadLine(); var name = ReadLine(); var args = PopMark(); Push(Call(new PyGlobal(mod, name), args)); break; } // INST
+                case 'i': { var mod = ReadLine(); var name = ReadLine(); var args = PopMark(); Push(Call(Global(mod, name), args)); break; } // INST
                 case 'o': { var items = PopMark(); if (items.Length == 0) throw Bad("OBJ without a class"); Push(Call(items[0], items[1..])); break; }
                 case 'b':                                                        // BUILD
                     {
@@ -265,11 +272,11 @@ public sealed class Pickle
                         }
                         break;
                     }
-                case 'p': Memo(long.Parse(ReadLine(), CultureInfo.InvariantCulture)); break;
+                case 'p': Memo(ParseLong(ReadLine())); break;
                 case 'q': Memo(ReadByte()); break;
                 case 'r': Memo(BinaryPrimitives.ReadUInt32LittleEndian(ReadN(4))); break;
                 case 0x94: Memo(_memo.Count); break;                              // MEMOIZE
-                case 'g': Push(Get(long.Parse(ReadLine(), CultureInfo.InvariantCulture))); break;
+                case 'g': Push(Get(ParseLong(ReadLine()))); break;
                 case 'h': Push(Get(ReadByte())); break;
                 case 'j': Push(Get(BinaryPrimitives.ReadUInt32LittleEndian(ReadN(4)))); break;
                 case 'P': Push(Persistent(ReadLine())); break;
@@ -372,6 +379,19 @@ public sealed class Pickle
         try { return new UTF8Encoding(false, true).GetString(b); }
         catch (DecoderFallbackException) { return Encoding.UTF8.GetString(b); } // surrogates escaped by Python: keep going
     }
+
+    long ParseLong(string t) =>
+        long.TryParse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var v) ? v : throw Bad($"bad memo index '{t}'");
+
+    // Python 2 module names, as protocol ≤ 2 pickles written by Python 3 spell them (_compat_pickle), so that
+    // messages and the allow-list use the Python 3 names.
+    static readonly Dictionary<string, string> Py2Modules = new()
+    {
+        ["__builtin__"] = "builtins", ["copy_reg"] = "copyreg", ["commands"] = "subprocess", ["cPickle"] = "pickle",
+        ["exceptions"] = "builtins", ["UserDict"] = "collections", ["_abcoll"] = "collections.abc", ["Queue"] = "queue",
+    };
+
+    static PyGlobal Global(string mod, string name) => new(Py2Modules.GetValueOrDefault(mod, mod), name);
 
     object ParseInt(string t)
     {

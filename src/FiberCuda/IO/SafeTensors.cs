@@ -44,7 +44,8 @@ public sealed class SafeTensorsFile : IWeightSource
             if (n > MaxHeaderSize) throw new WeightFormatException($"{path}: header length {n} exceeds the safetensors limit of {MaxHeaderSize} bytes");
             if ((long)n > len - 8) throw new WeightFormatException($"{path}: header length {n} runs past the end of the {len}-byte file");
             header = new byte[n];
-            fs.ReadExactly(header);
+            try { fs.ReadExactly(header); }
+            catch (EndOfStreamException e) { throw new WeightFormatException($"{path}: truncated header", e); }
         }
         DataStart = 8 + header.LongLength;
         long bufLen = len - DataStart;

@@ -43,6 +43,7 @@ public sealed class TorchCheckpoint : IWeightSource
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such file", path);
         _fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         try { Parse(); }
+        catch (EndOfStreamException e) { _fs.Dispose(); throw new WeightFormatException($"{path}: unexpected end of file (truncated?)", e); }
         catch { _fs.Dispose(); throw; }
     }
 
@@ -382,6 +383,10 @@ public sealed class TorchCheckpoint : IWeightSource
         lock (_lock) { _fs.Position = start; _fs.ReadExactly(span); }
         Interlocked.Add(ref _bytesRead, spanBytes);
         long n = r.Numel;
+        // A stride-0 (expanded) view may describe far more elements than it stores; refuse absurd ones
+        // rather than allocate gigabytes for a corrupt size.
+        if (n * es > Array.MaxLength || n * es > Math.Max(256L << 20, 64 * spanBytes))
+            throw new WeightFormatException($"{Path}: view {HostTensor.Fmt(r.Shape)} of a {hi - lo}-element span is implausibly large");
         byte[] outb;
         if (IsContiguous(r.Shape, r.Stride) && span.LongLength == n * es) outb = span;
         else

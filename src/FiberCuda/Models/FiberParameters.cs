@@ -127,8 +127,9 @@ public static class FiberParameters
         if (c.HasHead("itm"))
         {
             b.Linear("itm_score.fc", 2 * h, 2, N);
-            // rank_output is built as a view of itm_score.fc row 1 (fiber_module.py; fiber-coarse.md §10).
-            b.Linear("rank_output", h, 1, N);
+            // rank_output is built as Linear(h→1) but its .data is then replaced by a view of itm_score.fc row 1
+            // (fiber_module.py; fiber-coarse.md §10), so the stored weight is [1, 2h] like the spec's [1,1536].
+            b.Linear("rank_output", 2 * h, 1, N);
         }
         if (c.HasHead("caption"))
             for (int i = 0; i < c.TextLayers - 2; i++) // "the bottom layers will not be used": 10 entries, 0..5 unused

@@ -1,0 +1,106 @@
+using FiberCuda.Autograd;
+using FiberCuda.Nn;
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Models;
+
+/// <summary>`cross_modal_*_pooler`: tanh(dense(x[:, 0])).</summary>
+public sealed class Pooler : Module
+{
+    public Pooler(NnContext ctx, int dim) : base(ctx) { Dense = Child("dense", new Linear(ctx, dim, dim)); }
+    public Linear Dense { get; }
+    /// <summary>x [B, L, D] → [B, D] from token 0.</summary>
+    public Tensor Forward(Tensor x) => Fx.Tanh(Dense.Forward(Fx.Token(x, 0)));
+}
+
+/// <summary>Outputs of the fused forward (fiber-coarse.md §3.4).</summary>
+public sealed record FusedOutput(Tensor TextFeats, Tensor ImageFeats, Tensor ClsFeats, Tensor TextStates, Tensor ImageStates);
+
+/// <summary>
+/// The coarse FIBER backbone with its cross-modal transforms and poolers (the roots of the official
+/// LightningModule's state_dict: `vit_model.`, `text_transformer.`, `cross_modal_*`); the task heads
+/// (ITC temperature, MLM, ITM, VQA, NLVR2, caption adapters) are not part of this module.
+/// </summary>
+public sealed class FiberCoarseModel : Module
+{
+    public FiberCoarseModel(NnContext ctx, FiberConfig c, float textDropout = 0.1f, float dropPathRate = 0.1f) : base(ctx)
+    {
+        c.Validate();
+        if (c.Stage != FiberStage.Coarse) throw new ArgumentException($"{c.Name} is not a coarse config");
+        Config = c;
+        int h = c.CrossHidden;
+        TextTransform = Child("cross_modal_text_transform", new Linear(ctx, c.TextHidden, h));
+        ImageTransform = Child("cross_modal_image_transform", new Linear(ctx, c.FinalDim, h));
+        TextTransformItc = Child("cross_modal_text_transform_itc", new Linear(ctx, c.TextHidden, h));
+        ImageTransformItc = Child("cross_modal_image_transform_itc", new Linear(ctx, c.FinalDim, h));
+        Swin = Child("vit_model", new SwinTransformer(ctx, c, dropPathRate));
+        Text = Child("text_transformer", new RobertaModel(ctx, c, coarse: true, dropout: textDropout));
+        ImagePooler = Child("cross_modal_image_pooler", new Pooler(ctx, h));
+        TextPooler = Child("cross_modal_text_pooler", new Pooler(ctx, h));
+        ImagePoolerItc = Child("cross_modal_image_pooler_itc", new Pooler(ctx, h));
+        TextPoolerItc = Child("cross_modal_text_pooler_itc", new Pooler(ctx, h));
+    }
+
+    public FiberConfig Config { get; }
+    public Linear TextTransform { get; }
+    public Linear ImageTransform { get; }
+    public Linear TextTransformItc { get; }
+    public Linear ImageTransformItc { get; }
+    public SwinTransformer Swin { get; }
+    public RobertaModel Text { get; }
+    public Pooler ImagePooler { get; }
+    public Pooler TextPooler { get; }
+    public Pooler ImagePoolerItc { get; }
+    public Pooler TextPoolerItc { get; }
+
+    /// <summary>
+    /// The fused path (fiber-coarse.md §3): the towers run in lock-step; at fused step k Swin block k and text
+    /// layer (L − N + k) each read the other's states from before the step. Neither fused output is normalised
+    /// (no `vit_model.norm`; the last text layer skips its output LayerNorm).
+    /// </summary>
+    public FusedOutput Forward(Tensor image, TextBatch text)
+    {
+        var c = Config;
+        text.Validate();
+        if (image.Dim(0) != text.Batch) throw new ArgumentException($"{image.Dim(0)} images for {text.Batch} texts");
+        var masks = Text.Masks(text);
+        var selfMask = masks.For(c.TextHeads, text.Length);
+        int firstFused = c.TextLayers - c.NumFuse;
+
+        var txt = Text.Embeddings.Forward(text);
+        for (int l = 0; l < firstFused; l++) txt = Text.Encoder.Layer[l].Forward(txt, selfMask);
+
+        var img = Swin.PatchEmbed.Forward(image);
+        for (int s = 0; s < c.NumStages; s++)
+        {
+            var L = Swin.Layers[s];
+            for (int b = 0; b < L.Blocks.Count; b++)
+            {
+                int step = c.FusedStep(s, b);
+                if (step < 0) { img = L.Blocks[b].Forward(img); continue; }
+                int l = firstFused + step;
+                var newImg = L.Blocks[b].Forward(img, txt, masks);
+                var newTxt = Text.Encoder.Layer[l].Forward(txt, selfMask, img, lastNorm: l != c.TextLayers - 1);
+                img = newImg; txt = newTxt;
+            }
+            if (L.Downsample is not null) img = L.Downsample.Forward(img, L.Grid);
+        }
+
+        var T = TextTransform.Forward(txt);
+        var V = ImageTransform.Forward(img);
+        var t = TextPooler.Forward(T);
+        var v = ImagePooler.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2)));
+        return new FusedOutput(T, V, F.Concat([t, v], 1), txt, img);
+    }
+
+    /// <summary>ITC text embedding (§3.5 `text_only`): unfused tower → transform_itc → pooler_itc at token 0 → L2-normalised [B, H].</summary>
+    public Tensor TextOnly(TextBatch text) =>
+        F.L2Normalize(TextPoolerItc.Forward(TextTransformItc.Forward(Text.Forward(text))));
+
+    /// <summary>ITC image embedding (§1.6): unfused tower → `vit_model.norm` → transform_itc → token mean → pooler_itc → L2-normalised [B, H].</summary>
+    public Tensor ImageOnly(Tensor image)
+    {
+        var V = ImageTransformItc.Forward(Swin.Norm.Forward(Swin.Forward(image)));
+        return F.L2Normalize(ImagePoolerItc.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2))));
+    }
+}

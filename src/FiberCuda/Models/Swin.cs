@@ -1,0 +1,290 @@
+using FiberCuda.Autograd;
+using FiberCuda.Backends;
+using FiberCuda.Nn;
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Models;
+
+/// <summary>`patch_embed`: a p×p stride-p convolution (as reshape/permute + GEMM) and a LayerNorm.</summary>
+public sealed class PatchEmbed : Module
+{
+    readonly int _p, _c;
+    public PatchEmbed(NnContext ctx, int patch, int inChans, int dim) : base(ctx)
+    {
+        _p = patch; _c = inChans;
+        Proj = Child("proj", new Conv2dPatch(ctx, inChans, dim, patch));
+        Norm = Child("norm", new LayerNorm(ctx, dim, 1e-5f));
+    }
+    public Conv2dPatch Proj { get; }
+    public LayerNorm Norm { get; }
+
+    /// <summary>[B, 3, S, S] → [B, (S/p)², C] (row-major grid).</summary>
+    public Tensor Forward(Tensor x) => Norm.Forward(Proj.Forward(x));
+
+    /// <summary>Conv2d with kernel = stride = p, no padding (`weight` [C, Cin, p, p], `bias` [C]).</summary>
+    public sealed class Conv2dPatch : Module
+    {
+        readonly int _p, _cin, _cout;
+        public Conv2dPatch(NnContext ctx, int cin, int cout, int p) : base(ctx)
+        {
+            _p = p; _cin = cin; _cout = cout;
+            Weight = Param("weight", cout, cin, p, p);
+            Bias = Param("bias", cout);
+        }
+        public Tensor Weight { get; }
+        public Tensor Bias { get; }
+
+        public Tensor Forward(Tensor x)
+        {
+            int b = x.Dim(0), h = x.Dim(2), w = x.Dim(3);
+            if (x.Dim(1) != _cin || h % _p != 0 || w % _p != 0) throw new ArgumentException($"patch embed: {x} is not [B,{_cin},k·{_p},k·{_p}]");
+            int gh = h / _p, gw = w / _p;
+            // [B, Cin, gh, p, gw, p] → [B, gh, gw, Cin, p, p]: each row is one patch in the weight's (c, kh, kw) order.
+            var patches = F.Reshape(F.Permute(F.Reshape(x, b, _cin, gh, _p, gw, _p), 0, 2, 4, 1, 3, 5), b, gh * gw, _cin * _p * _p);
+            return F.Linear(patches, F.Reshape(Weight, _cout, _cin * _p * _p), Bias);
+        }
+    }
+}
+
+/// <summary>`mlp`: fc1 → exact GELU → fc2.</summary>
+public sealed class SwinMlp : Module
+{
+    public SwinMlp(NnContext ctx, int dim, int hidden) : base(ctx)
+    {
+        Fc1 = Child("fc1", new Linear(ctx, dim, hidden));
+        Fc2 = Child("fc2", new Linear(ctx, hidden, dim));
+    }
+    public Linear Fc1 { get; }
+    public Linear Fc2 { get; }
+    public Tensor Forward(Tensor x) => Fc2.Forward(F.BiasGelu(F.Linear(x, Fc1.Weight), Fc1.Bias));
+}
+
+/// <summary>
+/// `attn`: windowed multi-head self-attention with the learned relative-position table (index recomputed),
+/// the optional −100 shift mask, and — in fused blocks — the image-to-text cross-attention parameters
+/// (fiber-coarse.md §1.4, §3.2).
+/// </summary>
+public sealed class WindowAttention : Module
+{
+    readonly int _w, _n;
+    readonly Tensor _relIndex;
+
+    public WindowAttention(NnContext ctx, int dim, int window, int heads, bool fused, int textDim, bool queryNorm) : base(ctx)
+    {
+        Dim = dim; Heads = heads; _w = window; _n = window * window;
+        Table = Param("relative_position_bias_table", (2 * window - 1) * (2 * window - 1), heads);
+        if (fused) Alpha = Param("alpha_i2t", 1);
+        RecomputedBuffer("relative_position_index");
+        _relIndex = ctx.Backend.FromInts(RelativePositionIndex(window), [_n * _n]);
+        Qkv = Child("qkv", new Linear(ctx, dim, 3 * dim));
+        Proj = Child("proj", new Linear(ctx, dim, dim));
+        if (fused)
+        {
+            QkvText = Child("qkv_text_i2t", new Linear(ctx, textDim, 2 * dim));
+            QueryI2T = Child("qkv_i2t", new Linear(ctx, dim, dim));
+            ProjI2T = Child("proj_i2t", new Linear(ctx, dim, dim));
+            if (queryNorm) NormI2T = Child("norm_i2t_i", new LayerNorm(ctx, dim, 1e-5f));
+        }
+    }
+
+    public int Dim { get; }
+    public int Heads { get; }
+    public Tensor Table { get; }
+    public Tensor? Alpha { get; }
+    public Linear Qkv { get; }
+    public Linear Proj { get; }
+    public Linear? QkvText { get; }
+    public Linear? QueryI2T { get; }
+    public Linear? ProjI2T { get; }
+    public LayerNorm? NormI2T { get; }
+    public bool Fused => Alpha is not null;
+
+    /// <summary>idx(i, j) = (hᵢ − hⱼ + w − 1)·(2w − 1) + (wᵢ − wⱼ + w − 1), row-major tokens inside a window.</summary>
+    public static int[] RelativePositionIndex(int w)
+    {
+        int n = w * w;
+        var idx = new int[n * n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                idx[i * n + j] = (i / w - j / w + w - 1) * (2 * w - 1) + (i % w - j % w + w - 1);
+        return idx;
+    }
+
+    /// <summary>Self-attention of windows [B·nW, w², C]; <paramref name="shiftMask"/> is [nW·nH·w²·w²] (−100/0) or null.</summary>
+    public Tensor Forward(Tensor x, int batch, Tensor? shiftMask)
+    {
+        int bw = x.Dim(0), c = Dim, dh = c / Heads;
+        var qkv = Qkv.Forward(x);                                                   // [B·nW, N, 3C]
+        var q = F.Scale(Fx.SplitHeads(F.Slice(qkv, 2, 0, c), Heads), 1f / MathF.Sqrt(dh));
+        var k = Fx.SplitHeads(F.Slice(qkv, 2, c, c), Heads);
+        var v = Fx.SplitHeads(F.Slice(qkv, 2, 2 * c, c), Heads);
+        var s = F.MatMul(q, k, transB: true);                                      // [B·nW, nH, N, N]
+        // bias[h, i, j] = table[idx(i, j), h], added to every window (AddBias broadcasts over rows).
+        var bias = F.Reshape(F.Permute(F.Embedding(Table, _relIndex), 1, 0), Heads * _n * _n);
+        s = F.AddBias(F.Reshape(s, bw, Heads * _n * _n), bias);
+        if (shiftMask is not null) s = F.AddBias(F.Reshape(s, batch, (int)(s.Numel / batch)), shiftMask);
+        var p = F.Softmax(F.Reshape(s, bw, Heads, _n, _n));
+        return Proj.Forward(Fx.MergeHeads(F.MatMul(p, v)));
+    }
+
+    /// <summary>
+    /// a + α·proj_i2t(softmax(q kₜᵀ + textmask) vₜ) with q = qkv_i2t(norm_i2t_i(a))·dh^-½ and kₜ, vₜ = qkv_text_i2t(text).
+    /// Every step is per image token, so it runs on the un-windowed token order [B, R², C] (same result as the
+    /// official per-window call, where every window of image b sees text b).
+    /// </summary>
+    public Tensor CrossForward(Tensor a, Tensor text, Tensor textMask)
+    {
+        int c = Dim, dh = c / Heads;
+        var qin = NormI2T is null ? a : NormI2T.Forward(a);
+        var q = F.Scale(Fx.SplitHeads(QueryI2T!.Forward(qin), Heads), 1f / MathF.Sqrt(dh));   // [B, nH, T, dh]
+        var kv = QkvText!.Forward(text);                                                       // [B, L, 2C]
+        var k = Fx.SplitHeads(F.Slice(kv, 2, 0, c), Heads);
+        var v = Fx.SplitHeads(F.Slice(kv, 2, c, c), Heads);
+        var p = F.Softmax(F.Add(F.MatMul(q, k, transB: true), textMask));                    // [B, nH, T, L]
+        var o = ProjI2T!.Forward(Fx.MergeHeads(F.MatMul(p, v)));
+        return F.Add(a, Fx.ScaleBy(o, Alpha!));
+    }
+}
+
+/// <summary>One Swin block (fiber-coarse.md §1.4), optionally fused (§3.2).</summary>
+public sealed class SwinBlock : Module
+{
+    readonly Tensor? _mask;
+
+    public SwinBlock(NnContext ctx, FiberConfig c, int stage, int block, float dropPath) : base(ctx)
+    {
+        Stage = stage; Grid = c.StageGrid(stage); Window = c.StageWindow(stage); Shift = c.Shift(stage, block);
+        Dim = c.StageDim(stage); Heads = c.NumHeads[stage];
+        if (Shift > 0 && c.Stage == FiberStage.Coarse) RecomputedBuffer("attn_mask");
+        Norm1 = Child("norm1", new LayerNorm(ctx, Dim, 1e-5f));
+        Attn = Child("attn", new WindowAttention(ctx, Dim, Window, Heads, c.IsFusedBlock(stage, block), c.TextHidden, c.FusionQueryNorm));
+        Norm2 = Child("norm2", new LayerNorm(ctx, Dim, 1e-5f));
+        Mlp = Child("mlp", new SwinMlp(ctx, Dim, c.MlpRatio * Dim));
+        Drop = Child("drop_path", new DropPath(ctx, dropPath));
+        if (Shift > 0) _mask = ctx.Backend.FromDoubles(ShiftMask(Grid, Window, Shift, Heads), [(Grid / Window) * (Grid / Window) * Heads * Window * Window * Window * Window], ctx.DType);
+    }
+
+    public int Stage { get; }
+    public int Grid { get; }
+    public int Window { get; }
+    public int Shift { get; }
+    public int Dim { get; }
+    public int Heads { get; }
+    public LayerNorm Norm1 { get; }
+    public WindowAttention Attn { get; }
+    public LayerNorm Norm2 { get; }
+    public SwinMlp Mlp { get; }
+    public DropPath Drop { get; }
+
+    /// <summary>
+    /// The shifted-window mask [nW, w², w²] (0 within a region, −100 across), repeated over heads as
+    /// [nW, heads, w², w²]: regions are [0, R−w), [R−w, R−s), [R−s, R) on rows × the same on columns.
+    /// </summary>
+    public static double[] ShiftMask(int r, int w, int s, int heads)
+    {
+        static int Band(int i, int r, int w, int s) => i < r - w ? 0 : i < r - s ? 1 : 2;
+        int nw = r / w, n = w * w;
+        var m = new double[(long)nw * nw * heads * n * n];
+        long o = 0;
+        for (int wr = 0; wr < nw; wr++)
+            for (int wc = 0; wc < nw; wc++)
+            {
+                var label = new int[n];
+                for (int t = 0; t < n; t++) label[t] = Band(wr * w + t / w, r, w, s) * 3 + Band(wc * w + t % w, r, w, s);
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < n; i++)
+                        for (int j = 0; j < n; j++) m[o++] = label[i] == label[j] ? 0.0 : -100.0;
+            }
+        return m;
+    }
+
+    /// <summary>x [B, R², C]; text [B, L, Dt] with its mask provider for fused blocks, or null.</summary>
+    public Tensor Forward(Tensor x, Tensor? text = null, TextMasks? masks = null)
+    {
+        int b = x.Dim(0), r = Grid, w = Window, c = Dim, nw = r / w;
+        if (x.Dim(1) != r * r || x.Dim(2) != c) throw new ArgumentException($"Swin block ({Stage}): {x} is not [B,{r * r},{c}]");
+        var h = F.Reshape(Norm1.Forward(x), b, r, r, c);
+        if (Shift > 0) h = Fx.Roll(Fx.Roll(h, -Shift, 1), -Shift, 2);
+        var win = F.Reshape(F.Permute(F.Reshape(h, b, nw, w, nw, w, c), 0, 1, 3, 2, 4, 5), b * nw * nw, w * w, c);
+        var a = Attn.Forward(win, b, _mask);
+        a = F.Reshape(F.Permute(F.Reshape(a, b, nw, nw, w, w, c), 0, 1, 3, 2, 4, 5), b, r, r, c);
+        if (Shift > 0) a = Fx.Roll(Fx.Roll(a, Shift, 1), Shift, 2);
+        a = F.Reshape(a, b, r * r, c);
+        if (text is not null)
+        {
+            if (!Attn.Fused) throw new InvalidOperationException($"Swin block of stage {Stage} is not a fusion block");
+            a = Attn.CrossForward(a, text, masks!.For(Heads, r * r));
+        }
+        var (sum, y) = F.LayerNormResidual(Drop.Forward(a), x, Norm2.Weight, Norm2.Bias, Norm2.Eps);
+        return F.Add(sum, Drop.Forward(Mlp.Forward(y)));
+    }
+}
+
+/// <summary>`downsample`: 2×2 neighbours concatenated in the order (even,even), (odd,even), (even,odd), (odd,odd)
+/// (row, col), LayerNorm(4C), Linear(4C → 2C, no bias).</summary>
+public sealed class PatchMerging : Module
+{
+    public PatchMerging(NnContext ctx, int dim) : base(ctx)
+    {
+        Reduction = Child("reduction", new Linear(ctx, 4 * dim, 2 * dim, bias: false));
+        Norm = Child("norm", new LayerNorm(ctx, 4 * dim, 1e-5f));
+    }
+    public Linear Reduction { get; }
+    public LayerNorm Norm { get; }
+
+    public Tensor Forward(Tensor x, int grid)
+    {
+        int b = x.Dim(0), c = x.Dim(2), g = grid / 2;
+        // [B, g, 2(row parity), g, 2(col parity), C] → [B, g, g, col parity, row parity, C]: channel block = 2·col + row.
+        var m = F.Reshape(F.Permute(F.Reshape(x, b, g, 2, g, 2, c), 0, 1, 3, 4, 2, 5), b, g * g, 4 * c);
+        return Reduction.Forward(Norm.Forward(m));
+    }
+}
+
+public sealed class BasicLayer : Module
+{
+    public BasicLayer(NnContext ctx, FiberConfig c, int stage, Func<int, float> dropPathOfBlock) : base(ctx)
+    {
+        Stage = stage; Grid = c.StageGrid(stage);
+        Blocks = Child("blocks", new ModuleList<SwinBlock>(ctx, Enumerable.Range(0, c.Depths[stage]).Select(k => new SwinBlock(ctx, c, stage, k, dropPathOfBlock(k)))));
+        if (stage < c.NumStages - 1) Downsample = Child("downsample", new PatchMerging(ctx, c.StageDim(stage)));
+    }
+    public int Stage { get; }
+    public int Grid { get; }
+    public ModuleList<SwinBlock> Blocks { get; }
+    public PatchMerging? Downsample { get; }
+}
+
+/// <summary>`vit_model`: the coarse FIBER Swin (no absolute position embedding; window S/32 clamped to each grid).</summary>
+public sealed class SwinTransformer : Module
+{
+    public SwinTransformer(NnContext ctx, FiberConfig c, float dropPathRate = 0.1f) : base(ctx)
+    {
+        Config = c;
+        PatchEmbed = Child("patch_embed", new PatchEmbed(ctx, c.PatchSize, 3, c.EmbedDim));
+        int total = c.Depths.Sum();
+        var first = new int[c.NumStages];
+        for (int s = 1; s < c.NumStages; s++) first[s] = first[s - 1] + c.Depths[s - 1];
+        // Stochastic depth rises linearly over all blocks: block k of N gets rate·k/(N−1).
+        Layers = Child("layers", new ModuleList<BasicLayer>(ctx, Enumerable.Range(0, c.NumStages).Select(s =>
+            new BasicLayer(ctx, c, s, k => total <= 1 ? 0f : (float)(dropPathRate * (first[s] + k) / (total - 1))))));
+        Norm = Child("norm", new LayerNorm(ctx, c.FinalDim, 1e-5f));
+    }
+    public FiberConfig Config { get; }
+    public PatchEmbed PatchEmbed { get; }
+    public ModuleList<BasicLayer> Layers { get; }
+    public LayerNorm Norm { get; }
+
+    /// <summary>The unfused image tower: all stages, no text, without the final LayerNorm: [B, (S/32)², C₄].</summary>
+    public Tensor Forward(Tensor image)
+    {
+        var x = PatchEmbed.Forward(image);
+        for (int s = 0; s < Config.NumStages; s++)
+        {
+            var L = Layers[s];
+            for (int k = 0; k < L.Blocks.Count; k++) x = L.Blocks[k].Forward(x);
+            if (L.Downsample is not null) x = L.Downsample.Forward(x, L.Grid);
+        }
+        return x;
+    }
+}

@@ -1,0 +1,38 @@
+using FiberCuda.IO;
+
+namespace FiberCuda.Cli.Commands;
+
+/// <summary>Exit codes shared by the commands, and the one place that turns exceptions into messages.</summary>
+public static class ExitCodes
+{
+    public const int Ok = 0;
+    /// <summary>Bad arguments (also what System.CommandLine returns for parse errors).</summary>
+    public const int Usage = 1;
+    /// <summary>An input is missing, unreadable or corrupt.</summary>
+    public const int BadInput = 2;
+    /// <summary>The inputs do not fit the model: shape mismatch, missing or unexpected tensors.</summary>
+    public const int Mismatch = 3;
+    /// <summary>A pickle tried to call something outside the allow-list.</summary>
+    public const int Unsafe = 4;
+
+    public static int Run(Func<int> body)
+    {
+        try { return body(); }
+        catch (UnsafePickleException e) { return Fail(Unsafe, e.Message); }
+        catch (ConvertMismatchException e) { return Fail(Mismatch, e.Message); }
+        catch (WeightLoadException e) { return Fail(Mismatch, e.Message); }
+        catch (FileNotFoundException e) { return Fail(BadInput, e.Message); }
+        catch (DirectoryNotFoundException e) { return Fail(BadInput, e.Message); }
+        catch (WeightFormatException e) { return Fail(BadInput, e.Message); }
+        catch (EndOfStreamException e) { return Fail(BadInput, "unexpected end of file: " + e.Message); }
+        catch (UnauthorizedAccessException e) { return Fail(BadInput, e.Message); }
+        catch (ArgumentException e) { return Fail(Usage, e.Message); }
+        catch (IOException e) { return Fail(BadInput, e.Message); }
+    }
+
+    static int Fail(int code, string msg)
+    {
+        Console.Error.WriteLine("fiber: error: " + msg);
+        return code;
+    }
+}
