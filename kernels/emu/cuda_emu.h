@@ -4,13 +4,14 @@
 //     g++ -std=c++17 -O2 -shared -fPIC -pthread -DFIBER_EMULATION -include kernels/emu/cuda_emu.h x.cu
 // and the same source that NVRTC compiles for the GPU becomes a shared library. EmuCompiler.cs adds
 // one C entry point per kernel, `int fiber_emu_launch_NAME(const emu_launch*, void** args)`, that
-// calls fiber_emu::launch(NAME, cfg, args) below.
+// calls fiber_emu::launch(NAME, cfg, args, "NAME") below and returns 0 or 1 (message in cfg->err).
+// Platform: x86-64 Linux/glibc (the fiber context switch is x86-64 assembly).
 //
 // Model
 //   * A launch runs its blocks on a pool of OS threads (the CPUs this process may use, or FIBER_EMU_WORKERS).
 //     A worker runs one block at a time; the block's threads are user-mode fibers on that worker,
 //     under one cooperative scheduler: a thread runs until it reaches __syncthreads, a warp
-//     collective or its end, then the next runnable thread runs (round robin, thread-index order).
+//     collective or its end, then the next runnable thread runs (see the resume order below).
 //   * `__shared__` is `static thread_local`: one worker runs one block at a time, so a worker's
 //     thread-local copy is exactly the running block's shared memory. Nothing is zeroed between
 //     blocks (as on the GPU). Dynamic shared memory (emu_dynamic_smem) is filled with 0xFF bytes
@@ -40,9 +41,8 @@
 //     register limits, __launch_bounds__ (ignored), static shared-memory limits;
 //   * the memory model: no lack of ordering and no races between blocks beyond what the host CPU
 //     does; within a block, fibers are sequential, so a missing __syncthreads between a write and
-//     another thread's read is only caught if the scheduling order happens to expose it (a thread
-//     runs until its next barrier/collective, so most write→read-by-another-thread-without-barrier
-//     bugs do show);
+//     another thread's read is only caught if the resume order exposes it (a thread runs until its
+//     next barrier/collective, so running in forward and in reverse order shows most such bugs);
 //   * warp-synchronous code that relies on lockstep execution without __syncwarp (pre-Volta idiom);
 //   * preemption: threads are cooperative, so spinning on a value another thread of the same block
 //     is to write (without a barrier or collective in the loop) never ends;
@@ -54,8 +54,10 @@
 //   * async-copy overlap, L1/L2 cache hints (__ldg/__ldcs... are plain loads), texture/surface memory,
 //     cooperative groups, grid sync, dynamic parallelism, `extern __shared__` (use FIBER_DYNAMIC_SMEM),
 //     __CUDA_ARCH__ (not defined: device-only code paths must be guarded by FIBER_EMULATION);
-//   * out-of-bounds accesses are not checked (they crash the host process or corrupt memory), nor is
-//     fiber stack overflow beyond a guard page (FIBER_EMU_STACK_KB, default 128 KB per thread).
+//   * out-of-bounds accesses are not checked: they corrupt memory or crash the host process (a SIGSEGV
+//     handler first prints the kernel, block and thread, or "fiber stack overflow" for a hit on a
+//     fiber's guard page — FIBER_EMU_STACK_KB, default 128 KB per thread; FIBER_EMU_NO_CRASH_HANDLER=1
+//     leaves signal handlers alone).
 //   * Anything not declared here fails to compile — there is deliberately no catch-all.
 //
 // Dynamic shared memory macro (kernels/common.cuh):
@@ -80,6 +82,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <utility>
@@ -190,6 +193,7 @@ struct Job
     unsigned long long dyn_smem;
     unsigned long long nblocks;
     unsigned schedule, seed;
+    const char* name;
     unsigned long long next;  // atomic
     int failed;               // atomic
     char err[1024];
@@ -635,6 +639,7 @@ struct Pool
     Job* job;
     unsigned long long generation;
     unsigned nworkers, busy;
+    pthread_t threads[256];
 };
 
 static Pool* g_pool;
@@ -645,6 +650,12 @@ static void* worker_main(void* arg)
     Pool* p = (Pool*)arg;
     Worker* w = (Worker*)calloc(1, sizeof(Worker));
     t_worker = w;
+    // The crash reporter must run even when a fiber overflowed its stack into the guard page.
+    stack_t alt;
+    alt.ss_size = 64 * 1024;
+    alt.ss_sp = malloc(alt.ss_size);
+    alt.ss_flags = 0;
+    if (alt.ss_sp) sigaltstack(&alt, nullptr);
     unsigned long long seen = 0;
     for (;;)
     {
@@ -677,6 +688,72 @@ static void* worker_main(void* arg)
     return nullptr;
 }
 
+// ---- crash reports -------------------------------------------------------------------------------
+// A kernel's out-of-bounds access or a fiber stack overflow kills the host process, as a GPU fault
+// would fail the context. Before that, say which kernel, block and thread it was. Faults on threads
+// that are not this library's workers (e.g. the .NET runtime's own null-reference faults) go straight
+// to the previously installed handler, untouched.
+static struct sigaction g_prev_segv, g_prev_bus;
+
+static bool on_worker_thread()
+{
+    Pool* p = __atomic_load_n(&g_pool, __ATOMIC_ACQUIRE);
+    if (!p) return false;
+    pthread_t self = pthread_self();
+    for (unsigned i = 0; i < p->nworkers; i++)
+        if (pthread_equal(p->threads[i], self)) return true;
+    return false;
+}
+
+static void chain_signal(int sig, siginfo_t* si, void* uc)
+{
+    struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) { prev->sa_sigaction(sig, si, uc); return; }
+    if (!(prev->sa_flags & SA_SIGINFO) && prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) { prev->sa_handler(sig); return; }
+    signal(sig, SIG_DFL);  // returning re-runs the faulting instruction, which now terminates the process
+}
+
+static void crash_handler(int sig, siginfo_t* si, void* uc)
+{
+    if (on_worker_thread())
+    {
+        static char msg[1024];
+        Worker* w = t_worker;
+        const Job* job = w ? w->job : nullptr;
+        Fiber* f = w ? w->cur : nullptr;
+        const char* what = "invalid memory access";
+        if (w && w->stacks && f)
+        {
+            size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            char* a = (char*)si->si_addr;
+            for (unsigned i = 0; i < 1024; i++)
+            {
+                char* guard = w->stacks + (size_t)i * w->stack_size;
+                if (a >= guard && a < guard + page) { what = "fiber stack overflow (raise FIBER_EMU_STACK_KB)"; break; }
+            }
+        }
+        int k = snprintf(msg, sizeof msg, "\ncuda_emu: %s: %s at address %p in kernel %s", sig == SIGBUS ? "SIGBUS" : "SIGSEGV", what,
+                         si->si_addr, job && job->name ? job->name : "?");
+        if (f && k > 0 && (size_t)k < sizeof msg)
+            k += snprintf(msg + k, sizeof msg - k, ", block (%u,%u,%u), thread (%u,%u,%u)", w->block_idx.x, w->block_idx.y,
+                          w->block_idx.z, f->tid.x, f->tid.y, f->tid.z);
+        if (k > 0 && (size_t)k < sizeof msg - 1) { msg[k++] = '\n'; }
+        if (k > 0) { ssize_t r = write(2, msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg); (void)r; }
+    }
+    chain_signal(sig, si, uc);
+}
+
+static void install_crash_handler()
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = crash_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_prev_segv);
+    sigaction(SIGBUS, &sa, &g_prev_bus);
+}
+
 // The pool is never torn down: worker threads blocked in pthread_cond_wait are harmless at exit.
 static void create_pool()
 {
@@ -696,12 +773,12 @@ static void create_pool()
     pthread_attr_setstacksize(&attr, 1 << 20);
     for (long i = 0; i < n; i++)
     {
-        pthread_t t;
-        if (pthread_create(&t, &attr, worker_main, p) != 0) { fprintf(stderr, "cuda_emu: pthread_create failed\n"); abort(); }
-        pthread_detach(t);
+        if (pthread_create(&p->threads[i], &attr, worker_main, p) != 0) { fprintf(stderr, "cuda_emu: pthread_create failed\n"); abort(); }
+        pthread_detach(p->threads[i]);
     }
     pthread_attr_destroy(&attr);
-    g_pool = p;
+    __atomic_store_n(&g_pool, p, __ATOMIC_RELEASE);
+    if (!getenv("FIBER_EMU_NO_CRASH_HANDLER")) install_crash_handler();
 }
 
 enum : unsigned long long { MAX_DYN_SMEM = 232448 };  // 227 KB, the sm_90 per-block opt-in limit
@@ -719,7 +796,7 @@ static int launch_error(const emu_launch* cfg, const char* fmt, ...)
     return 1;
 }
 
-static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg)
+static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg, const char* name)
 {
     const unsigned* g = cfg->grid;
     const unsigned* b = cfg->block;
@@ -748,6 +825,7 @@ static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg)
     if (cfg->schedule > SCHEDULE_RANDOM) { free(job); return launch_error(cfg, "unknown schedule order %u", cfg->schedule); }
     job->schedule = cfg->schedule;
     job->seed = cfg->seed;
+    job->name = name;
 
     pthread_mutex_lock(&p->launch_mu);
     pthread_mutex_lock(&p->mu);
@@ -775,10 +853,10 @@ template <class... P> struct KernelCall
 };
 
 // Launches `fn` with the arguments args[i] (pointers to each parameter's value, in order).
-template <class... P> static int launch(void (*fn)(P...), const emu_launch* cfg, void** args)
+template <class... P> static int launch(void (*fn)(P...), const emu_launch* cfg, void** args, const char* name = "kernel")
 {
     KernelCall<P...> call{fn, args};
-    return launch_erased(&KernelCall<P...>::run, &call, cfg);
+    return launch_erased(&KernelCall<P...>::run, &call, cfg, name);
 }
 
 // ---- collectives used by the intrinsics ----------------------------------------------------------

@@ -28,6 +28,7 @@ public sealed partial class EmuCompiler
     const string WrapperName = "fiber_emu_wrapper.cpp";
 
     readonly IReadOnlyDictionary<string, string> _sources;
+    readonly IReadOnlyList<string> _extraFlags;
     readonly string _compiler;
     readonly Lazy<string> _compilerVersion;
 
@@ -41,6 +42,8 @@ public sealed partial class EmuCompiler
         CacheDir = cacheDir ?? DefaultCacheDir();
         _sources = sources ?? EmbeddedKernelSources();
         _compiler = compiler ?? (Environment.GetEnvironmentVariable("FIBER_EMU_CXX") is { Length: > 0 } cxx ? cxx : "g++");
+        // Extra flags for debugging kernels on the emulator, e.g. FIBER_EMU_CXXFLAGS="-O0 -g" (later flags win).
+        _extraFlags = (Environment.GetEnvironmentVariable("FIBER_EMU_CXXFLAGS") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
         _compilerVersion = new Lazy<string>(() => Run(_compiler, ["--version"], Directory.GetCurrentDirectory()).Output.Split('\n')[0].Trim());
     }
 
@@ -71,7 +74,7 @@ public sealed partial class EmuCompiler
         sb.Append("#include \"kernels/").Append(file).Append("\"\n");
         foreach (var k in kernels)
             sb.Append("extern \"C\" __attribute__((visibility(\"default\"))) int fiber_emu_launch_").Append(k)
-              .Append("(const emu_launch* cfg, void** args) { return ::fiber_emu::launch(").Append(k).Append(", cfg, args); }\n");
+              .Append("(const emu_launch* cfg, void** args) { return ::fiber_emu::launch(").Append(k).Append(", cfg, args, \"").Append(k).Append("\"); }\n");
         return sb.ToString();
     }
 
@@ -105,7 +108,9 @@ public sealed partial class EmuCompiler
                 System.IO.File.WriteAllText(p, text);
             }
             System.IO.File.WriteAllText(Path.Combine(build, WrapperName), wrapper);
-            var args = new List<string>(Flags) { "-o", "out.so", WrapperName };
+            var args = new List<string>(Flags);
+            args.AddRange(_extraFlags);
+            args.AddRange(["-o", "out.so", WrapperName]);
             (int code, string output) r;
             try { r = Run(_compiler, args, build); }
             catch (Win32Exception e) { throw new EmuToolchainMissingException(_compiler, e); }
@@ -132,7 +137,7 @@ public sealed partial class EmuCompiler
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         void Add(string s) { h.AppendData(Encoding.UTF8.GetBytes(s)); h.AppendData([0]); }
         Add("fibercuda-emu/1");
-        Add(string.Join(' ', Flags));
+        Add(string.Join(' ', Flags.Concat(_extraFlags)));
         Add(version);
         Add(file);
         Add(wrapper);

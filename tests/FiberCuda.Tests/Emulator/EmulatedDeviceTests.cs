@@ -114,6 +114,20 @@ public sealed unsafe class EmulatedDeviceTests
     }
 
     [TestMethod]
+    public void ManagedNullReferencesStillWorkBesideTheCrashHandler()
+    {
+        // Launching starts the kernel library's workers and installs its SIGSEGV reporter, which must
+        // pass the runtime's own null-reference faults through untouched.
+        using var d = new EmulatedDevice();
+        var buf = d.Malloc(64 * 4);
+        Launch(d, d.GetKernel("tests/emu_selftest.cu", "block_sum_tree"), 0, buf, buf, 0);
+        string? s = Environment.GetEnvironmentVariable("FIBERCUDA_SURELY_UNSET_" + Guid.NewGuid().ToString("N"));
+        Assert.ThrowsExactly<NullReferenceException>(() => _ = s!.Length);
+        Assert.ThrowsExactly<NullReferenceException>(() => Task.Run(() => s!.Length).GetAwaiter().GetResult());
+        d.Free(buf);
+    }
+
+    [TestMethod]
     public void ScheduleOrderExposesAMissingBarrier()
     {
         using var d = new EmulatedDevice();
