@@ -295,6 +295,21 @@ public sealed class SpecialMathTests
             Assert.AreEqual(ge, ga, Math.Abs(ge) * 2.5e-7 + 1e-30, $"gelu'({x})");
         }
     }
+
+    [TestMethod]
+    public void SpanGeluMatchesScalar()
+    {
+        var xs = Enumerable.Range(0, 4099).Select(i => (i - 2049) * 0.0047f).Concat([0f, -0f, 0.49f, -0.51f, 30f, -30f, float.NaN]).ToArray();
+        var y = new float[xs.Length]; var dy = new float[xs.Length];
+        Ops.SpecialMath.GeluF(xs, y); Ops.SpecialMath.GeluF(xs, dy, grad: true);
+        for (int i = 0; i < xs.Length; i++)
+        {
+            float e = Ops.SpecialMath.GeluF(xs[i]), ge = Ops.SpecialMath.GeluGradF(xs[i]);
+            if (float.IsNaN(xs[i])) { Assert.IsTrue(float.IsNaN(y[i]) && float.IsNaN(dy[i])); continue; }
+            Assert.AreEqual(e, y[i], Math.Abs(e) * 1.2e-7 + 1e-38, $"gelu({xs[i]})");
+            Assert.AreEqual(ge, dy[i], Math.Abs(ge) * 1.2e-7 + 1e-38, $"gelu'({xs[i]})");
+        }
+    }
 }
 
 [TestClass]

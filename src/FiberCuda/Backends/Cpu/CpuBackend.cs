@@ -184,7 +184,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 if (typeof(T) == typeof(float))
                 {
                     var f = System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(buf.AsSpan());
-                    for (int j = 0; j < c; j++) f[j] = SpecialMath.GeluF(f[j]);
+                    SpecialMath.GeluF(f, f);
                 }
                 else
                     for (int j = 0; j < c; j++) buf[j] = T.CreateTruncating(SpecialMath.Gelu(double.CreateTruncating(buf[j])));
@@ -215,11 +215,16 @@ public sealed unsafe partial class CpuBackend : IBackend
                 HostIO.Read<T>(x, r * c, u);
                 if (b is not null) TensorPrimitives.Add<T>(u, b, u);
                 HostIO.Read<T>(dy, r * c, g);
+                if (typeof(T) == typeof(float))
+                {
+                    var uf = System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(u.AsSpan());
+                    SpecialMath.GeluF(uf, uf, grad: true);
+                }
+                else
+                    for (int j = 0; j < c; j++) u[j] = T.CreateTruncating(SpecialMath.GeluGrad(double.CreateTruncating(u[j])));
                 for (int j = 0; j < c; j++)
                 {
-                    g[j] *= typeof(T) == typeof(float)
-                        ? T.CreateTruncating(SpecialMath.GeluGradF(float.CreateTruncating(u[j])))
-                        : T.CreateTruncating(SpecialMath.GeluGrad(double.CreateTruncating(u[j])));
+                    g[j] *= u[j];
                     acc[j] += double.CreateTruncating(g[j]);
                 }
                 HostIO.Accumulate<T>(dx, r * c, g, s);
