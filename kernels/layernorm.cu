@@ -175,7 +175,9 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
 // Fast paths (CudaBackend picks them when C % Pack<T>::N == 0 and the row fits KP·TPR packs):
 // compile-time row groups (common.cuh), one global read per input and one write per output.
 // ---------------------------------------------------------------------------------------------
-template <typename T, typename P, int KP, int TPR>
+// RB rows per row group and step: all their loads are issued before the first reduction, so a
+// lane has RB·KP 16-byte loads in flight (one alone cannot cover the memory latency).
+template <typename T, typename P, int KP, int TPR, int RB>
 __device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* gamma, const P* beta, float eps,
                                             T* y, T* resout, float* mean, float* rstd, i64 rows, int C)
 {
@@ -185,70 +187,76 @@ __device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* g
     float gv[E], bv[E];
     rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
     rg_params<T, P, KP, TPR>(beta, C, gl, bv);
-    for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
+    for (i64 base = global_warp() * RPW * RB; base < rows; base += global_warps() * RPW * RB)
     {
-        const i64 r = base + lane / TPR;
-        const bool ok = r < rows;
-        const i64 off = ok ? r * C : 0;
-        float v[E];
-        rg_load<T, KP, TPR>(x + off, C, gl, ok, v);
+        float v[RB][E];
+        i64 off[RB];
+        bool ok[RB];
+#pragma unroll
+        for (int q = 0; q < RB; q++)
+        {
+            const i64 r = base + q * RPW + lane / TPR;
+            ok[q] = r < rows;
+            off[q] = ok[q] ? r * C : 0;
+            rg_load<T, KP, TPR>(x + off[q], C, gl, ok[q], v[q]);
+        }
         if (res)
         {
-            float w[E];
-            rg_load<T, KP, TPR>(res + off, C, gl, ok, w);
 #pragma unroll
-            for (int e = 0; e < E; e++) v[e] = to_f(from_f<T>(v[e] + w[e]));
-            rg_store<T, KP, TPR>(resout + off, C, gl, ok, v);
-        }
-        float s = 0.0f;
-#pragma unroll
-        for (int e = 0; e < E; e++) s += v[e];
-        const float m = group_sum<TPR>(s) * invC;
-        float q = 0.0f;
-#pragma unroll
-        for (int k = 0; k < KP; k++)
-            if ((k * TPR + gl) * N < C)
+            for (int q = 0; q < RB; q++)
             {
+                float w[E];
+                rg_load<T, KP, TPR>(res + off[q], C, gl, ok[q], w);
 #pragma unroll
-                for (int j = 0; j < N; j++) { float d = v[k * N + j] - m; q += d * d; }
+                for (int e = 0; e < E; e++) v[q][e] = to_f(from_f<T>(v[q][e] + w[e]));
+                rg_store<T, KP, TPR>(resout + off[q], C, gl, ok[q], v[q]);
             }
-        const float rs = 1.0f / sqrtf(group_sum<TPR>(q) * invC + eps);
+        }
 #pragma unroll
-        for (int k = 0; k < KP; k++)
+        for (int q = 0; q < RB; q++)
         {
-            int c = (k * TPR + gl) * N;
-            if (c < C)
-            {
+            float s = 0.0f;
 #pragma unroll
-                for (int j = 0; j < N; j++) v[k * N + j] = (v[k * N + j] - m) * rs * gv[k * N + j] + bv[k * N + j];
-            }
+            for (int e = 0; e < E; e++) s += v[q][e];
+            const float m = group_sum<TPR>(s) * invC;
+            float d2 = 0.0f;
+#pragma unroll
+            for (int k = 0; k < KP; k++)
+                if ((k * TPR + gl) * N < C)
+                {
+#pragma unroll
+                    for (int j = 0; j < N; j++) { float d = v[q][k * N + j] - m; d2 += d * d; }
+                }
+            const float rs = 1.0f / sqrtf(group_sum<TPR>(d2) * invC + eps);
+#pragma unroll
+            for (int e = 0; e < E; e++) v[q][e] = (v[q][e] - m) * rs * gv[e] + bv[e];
+            rg_store<T, KP, TPR>(y + off[q], C, gl, ok[q], v[q]);
+            if (ok[q] && gl == 0) { const i64 r = base + q * RPW + lane / TPR; mean[r] = m; rstd[r] = rs; }
         }
-        rg_store<T, KP, TPR>(y + off, C, gl, ok, v);
-        if (ok && gl == 0) { mean[r] = m; rstd[r] = rs; }
     }
 }
 
-// Block of G = blockDim.x/TPR row groups; dynamic shared memory G·2C floats, one dgamma|dbeta slice
-// per group, in the conflict-free slot order of ln_slot; folded in group order (deterministic).
+// dgamma/dbeta: a row-group lane owns the same columns in every row it visits, so it sums them in
+// registers; at the end the RPW groups of a warp fold by shuffles and the warps of the block through
+// shared memory (dynamic, W·C floats), always in the same order, into partial[blockIdx.x] =
+// dgamma|dbeta (2C floats) — deterministic. CudaBackend launches a persistent grid (a few blocks per
+// SM) so there are few partial rows for colsum_partials2 to add up.
+// Wide rows (KP ≥ 3) load dx only after the row sums and re-read gamma (L1) to stay within registers.
 template <typename T, typename P, int KP, int TPR>
 __device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const float* mean, const float* rstd,
                                             const T* dy, T* dx, float* partial, i64 rows, int C)
 {
-    FIBER_DYNAMIC_SMEM(float, acc_all)
+    FIBER_DYNAMIC_SMEM(float, fold)
     const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
-    const int lane = threadIdx.x & 31, gl = lane % TPR;
-    const int G = blockDim.x / TPR, grp = threadIdx.x / TPR;
-    const int CN = C / N;
+    const bool wide = KP >= 3;
+    const int lane = threadIdx.x & 31, gl = lane % TPR, w = threadIdx.x >> 5, W = blockDim.x >> 5;
     const float invC = 1.0f / (float)C;
-    float* accg = acc_all + (i64)grp * 2 * C;
-    float* accb = accg + C;
-    float gv[E];
-    rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
-    for (int i = threadIdx.x; i < G * 2 * C; i += blockDim.x) acc_all[i] = 0.0f;
-    __syncthreads();
-    const i64 warpsTotal = (i64)gridDim.x * (blockDim.x >> 5);
-    const i64 warp = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    for (i64 base = warp * RPW; base < rows; base += warpsTotal * RPW)
+    float ag[E], ab[E], gv[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) { ag[e] = 0.0f; ab[e] = 0.0f; }
+    if (!wide) rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
+    const i64 step = (i64)gridDim.x * W * RPW;
+    for (i64 base = ((i64)blockIdx.x * W + w) * RPW; base < rows; base += step)
     {
         const i64 r = base + lane / TPR;
         const bool ok = r < rows;
@@ -256,52 +264,66 @@ __device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const fl
         float vs[E], vd[E], vx[E];
         rg_load<T, KP, TPR>(s + off, C, gl, ok, vs);
         rg_load<T, KP, TPR>(dy + off, C, gl, ok, vd);
-        rg_load<T, KP, TPR>((const T*)dx + off, C, gl, ok, vx);
+        if (!wide) rg_load<T, KP, TPR>((const T*)dx + off, C, gl, ok, vx);
+        else rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
+        // Rows past the end load zeros and use m = rs = 0, so they add nothing below.
         const float m = ok ? mean[r] : 0.0f, rs = ok ? rstd[r] : 0.0f;
         float a = 0.0f, b = 0.0f;
 #pragma unroll
-        for (int k = 0; k < KP; k++)
+        for (int e = 0; e < E; e++)
         {
-            int p = k * TPR + gl, c = p * N;
-            if (c < C)
-            {
-#pragma unroll
-                for (int j = 0; j < N; j++)
-                {
-                    float xh = (vs[k * N + j] - m) * rs;
-                    float dxh = vd[k * N + j] * gv[k * N + j];
-                    a += dxh; b += dxh * xh;
-                    if (ok) { accg[j * CN + p] += vd[k * N + j] * xh; accb[j * CN + p] += vd[k * N + j]; }
-                }
-            }
+            float xh = (vs[e] - m) * rs;
+            float dxh = vd[e] * gv[e];
+            a += dxh; b += dxh * xh;
+            ag[e] += vd[e] * xh; ab[e] += vd[e];
         }
         a = group_sum<TPR>(a) * invC; b = group_sum<TPR>(b) * invC;
+        if (wide) rg_load<T, KP, TPR>((const T*)dx + off, C, gl, ok, vx);
 #pragma unroll
-        for (int k = 0; k < KP; k++)
+        for (int e = 0; e < E; e++)
         {
-            int c = (k * TPR + gl) * N;
-            if (c < C)
-            {
-#pragma unroll
-                for (int j = 0; j < N; j++)
-                {
-                    float xh = (vs[k * N + j] - m) * rs;
-                    float dxh = vd[k * N + j] * gv[k * N + j];
-                    vx[k * N + j] += rs * (dxh - a - xh * b);
-                }
-            }
+            float xh = (vs[e] - m) * rs;
+            float dxh = vd[e] * gv[e];
+            vx[e] += rs * (dxh - a - xh * b);
         }
         rg_store<T, KP, TPR>(dx + off, C, gl, ok, vx);
     }
-    __syncthreads();
-    float* out = partial + (i64)blockIdx.x * 2 * C;
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x)
+    // Slots of packs past the row end hold zeros and are never written out.
+#pragma unroll
+    for (int e = 0; e < E; e++)
     {
-        int c = i < C ? i : i - C;
-        int src = (i < C ? 0 : C) + (c % N) * CN + c / N;
-        float t = 0.0f;
-        for (int g = 0; g < G; g++) t += acc_all[(i64)g * 2 * C + src];
-        out[i] = t;
+#pragma unroll
+        for (int o = TPR; o < 32; o <<= 1)
+        {
+            ag[e] += __shfl_xor_sync(FIBER_FULL_MASK, ag[e], o);
+            ab[e] += __shfl_xor_sync(FIBER_FULL_MASK, ab[e], o);
+        }
+    }
+    float* out = partial + (i64)blockIdx.x * 2 * C;
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        if (lane < TPR)
+        {
+#pragma unroll
+            for (int k = 0; k < KP; k++)
+            {
+                int c = (k * TPR + gl) * N;
+                if (c < C)
+                {
+#pragma unroll
+                    for (int j = 0; j < N; j++) fold[w * C + c + j] = h == 0 ? ag[k * N + j] : ab[k * N + j];
+                }
+            }
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < C; i += blockDim.x)
+        {
+            float t = 0.0f;
+            for (int q = 0; q < W; q++) t += fold[q * C + i];
+            out[h * C + i] = t;
+        }
+        __syncthreads();
     }
 }
 
@@ -333,172 +355,294 @@ extern "C" __global__ void layernorm_bwd_bf16_bf16(const bf16* s, const bf16* ga
     const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
 
-// Fast-path instantiations: _k<KP>t<TPR> (see CudaBackend.RowVariant).
-extern "C" __global__ void layernorm_fwd_f32_f32_k1t8(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k1t8(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+// Fast-path instantiations (see CudaBackend.RowVariant): forward _k<KP>t<TPR>[r<RB>] (RB rows per
+// group and step, 1 when absent); backward _k<KP>t<TPR>[m<B>], B = blocks per SM the register
+// budget is capped for (CudaBackend.LnBwdBlocksPerSm sizes the persistent grid to match).
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t8(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 8, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_f32_f32_k1t8(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k1t16(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k1t16(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t8r2(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 8, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t8r4(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 8, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_f32_f32_k1t8m4(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t16(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 16, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_f32_f32_k1t16(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k1t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k1t32(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t16r2(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 16, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t16r4(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 16, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_f32_f32_k1t16m4(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t32(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_f32_f32_k1t32(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k2t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k2t32(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t32r2(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k1t32r4(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 32, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_f32_f32_k1t32m4(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k2t32(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 2, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_bwd_f32_f32_k2t32(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k3t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k3t32(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k2t32r2(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 2, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k3t32(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 3, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_f32_k3t32(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k4t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k4t32(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k4t32(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 4, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_f32_k4t32(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k6t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 6, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k6t32(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k6t32(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 6, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_f32_k6t32(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 6, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_f32_k8t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, float, 8, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_f32_k8t32(const float* s, const float* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_f32_k8t32(const float* x, const float* res, const float* gamma, const float* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 8, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_f32_k8t32(const float* s, const float* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, float, 8, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k1t8(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k1t8(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t8(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 8, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_f32_bf16_k1t8(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k1t16(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k1t16(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t8r2(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 8, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t8r4(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 8, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_f32_bf16_k1t8m4(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t16(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 16, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_f32_bf16_k1t16(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k1t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k1t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t16r2(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 16, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t16r4(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 16, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_f32_bf16_k1t16m4(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t32(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_f32_bf16_k1t32(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k2t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k2t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t32r2(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k1t32r4(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 32, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_f32_bf16_k1t32m4(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k2t32(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 2, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_bwd_f32_bf16_k2t32(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k3t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k3t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k2t32r2(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 2, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k3t32(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 3, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_bf16_k3t32(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k4t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k4t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k4t32(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 4, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_bf16_k4t32(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k6t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 6, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k6t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k6t32(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 6, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_bf16_k6t32(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 6, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_f32_bf16_k8t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
-    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<float, bf16, 8, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_f32_bf16_k8t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
-    const float* dy, float* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_f32_bf16_k8t32(const float* x, const float* res, const bf16* gamma, const bf16* beta,
+    float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 8, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_f32_bf16_k8t32(const float* s, const bf16* gamma, const float* mean,
+    const float* rstd, const float* dy, float* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<float, bf16, 8, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_f32_k1t8(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, float, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_f32_k1t8(const bf16* s, const float* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t8(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 8, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_bf16_f32_k1t8(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_f32_k1t16(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, float, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_f32_k1t16(const bf16* s, const float* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t8r2(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 8, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t8r4(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 8, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_bf16_f32_k1t8m4(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t16(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 16, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_bf16_f32_k1t16(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_f32_k1t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, float, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_f32_k1t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t16r2(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 16, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t16r4(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 16, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_bf16_f32_k1t16m4(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t32(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_bf16_f32_k1t32(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_f32_k2t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, float, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_f32_k2t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t32r2(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k1t32r4(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 32, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_bf16_f32_k1t32m4(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k2t32(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 2, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_bwd_bf16_f32_k2t32(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, float, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_f32_k3t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, float, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_f32_k3t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k2t32r2(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 2, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k3t32(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 3, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_bf16_f32_k3t32(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, float, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_f32_k4t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, float, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_f32_k4t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_f32_k4t32(const bf16* x, const bf16* res, const float* gamma, const float* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 4, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_bf16_f32_k4t32(const bf16* s, const float* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, float, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t8(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, bf16, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t8(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t8(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 8, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_bf16_bf16_k1t8(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t16(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, bf16, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t16(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t8r2(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 8, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t8r4(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 8, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_bf16_bf16_k1t8m4(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t16(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 16, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_bf16_bf16_k1t16(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, bf16, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t16r2(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 16, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t16r4(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 16, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_bf16_bf16_k1t16m4(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 3) layernorm_bwd_bf16_bf16_k1t32(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_bf16_k2t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, bf16, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_bf16_k2t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t32r2(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k1t32r4(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 32, 4>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_bwd_bf16_bf16_k1t32m4(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k2t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 2, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 2) layernorm_bwd_bf16_bf16_k2t32(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_bf16_k3t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, bf16, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_bf16_k3t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k2t32r2(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 2, 32, 2>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k3t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 3, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_bf16_bf16_k3t32(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
-extern "C" __global__ void layernorm_fwd_bf16_bf16_k4t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
-    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
-{ ln_fwd_fast<bf16, bf16, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
-extern "C" __global__ void layernorm_bwd_bf16_bf16_k4t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
-    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k4t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta,
+    float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 4, 32, 1>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_bf16_bf16_k4t32(const bf16* s, const bf16* gamma, const float* mean,
+    const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }

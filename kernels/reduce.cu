@@ -5,24 +5,60 @@
 // T = dtype of the big input; small outputs take a run-time dtype code (0 = f32, 1 = bf16).
 #include "common.cuh"
 
-// y[c] (+)= Σ_r partial[r·ld + c] for c < C. Block (32, ≤32), grid ceil(C/32): threadIdx.y splits
-// the R partial rows (reads stay coalesced along c), then the row-group sums fold in a fixed order.
+// Σ_r partial[r·ld + c] over the rows r ≡ threadIdx.y (mod blockDim.y), four independent chains
+// so four loads are in flight (the partials come from L2; a single chain waits for each in turn).
+// The chains are combined in a fixed order: deterministic.
+__device__ __forceinline__ float colsum_strided(const float* partial, i64 R, i64 ld, int c)
+{
+    const i64 st = blockDim.y;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    i64 r = threadIdx.y;
+    for (; r + 3 * st < R; r += 4 * st)
+    {
+        s0 += partial[r * ld + c];
+        s1 += partial[(r + st) * ld + c];
+        s2 += partial[(r + 2 * st) * ld + c];
+        s3 += partial[(r + 3 * st) * ld + c];
+    }
+    for (; r < R; r += st) s0 += partial[r * ld + c];
+    return (s0 + s1) + (s2 + s3);
+}
+
+// y[c] (+)= Σ_r partial[r·ld + c] for c < C. Block (bx, by), bx·by ≤ 1024, grid ceil(C/bx):
+// threadIdx.y splits the R partial rows (bx = 8 still reads whole 32-byte sectors, and leaves more
+// threads for the rows), then the row-group sums fold in a fixed order.
 extern "C" __global__ void colsum_partials(const float* partial, long long R, long long ld, int C, void* y, int ydt,
                                            int accumulate)
 {
-    __shared__ float sm[32][33];
-    const int c = blockIdx.x * 32 + threadIdx.x;
-    float s = 0.0f;
-    if (c < C)
-        for (i64 r = threadIdx.y; r < R; r += blockDim.y) s += partial[r * ld + c];
-    sm[threadIdx.y][threadIdx.x] = s;
+    __shared__ float sm[1024];
+    const int bx = blockDim.x, c = blockIdx.x * bx + threadIdx.x;
+    sm[threadIdx.y * bx + threadIdx.x] = c < C ? colsum_strided(partial, R, ld, c) : 0.0f;
     __syncthreads();
     if (threadIdx.y == 0 && c < C)
     {
         float t = 0.0f;
-        for (int j = 0; j < (int)blockDim.y; j++) t += sm[j][threadIdx.x];
+        for (int j = 0; j < (int)blockDim.y; j++) t += sm[j * bx + threadIdx.x];
         if (accumulate) t += load_dyn(y, c, ydt);
         store_dyn(y, c, ydt, t);
+    }
+}
+
+// Two column sums in one launch (LayerNorm's dgamma|dbeta partial rows of 2C floats): column
+// c < C goes to y1[c], c ≥ C to y2[c − C]; always accumulates (+=). Block as colsum_partials,
+// grid ceil(2C/bx).
+extern "C" __global__ void colsum_partials2(const float* partial, long long R, int C, void* y1, int dt1, void* y2, int dt2)
+{
+    __shared__ float sm[1024];
+    const int bx = blockDim.x, c = blockIdx.x * bx + threadIdx.x;
+    sm[threadIdx.y * bx + threadIdx.x] = c < 2 * C ? colsum_strided(partial, R, 2LL * C, c) : 0.0f;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < 2 * C)
+    {
+        float t = 0.0f;
+        for (int j = 0; j < (int)blockDim.y; j++) t += sm[j * bx + threadIdx.x];
+        void* y = c < C ? y1 : y2;
+        const int dt = c < C ? dt1 : dt2, i = c < C ? c : c - C;
+        store_dyn(y, i, dt, t + load_dyn(y, i, dt));
     }
 }
 

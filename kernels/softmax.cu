@@ -96,40 +96,51 @@ __device__ __forceinline__ void softmax_bwd_body(const T* y, const T* dy, float 
 // ---------------------------------------------------------------------------------------------
 // Fast paths (CudaBackend picks them when C % Pack<T>::N == 0 and the row fits KP·TPR packs).
 // ---------------------------------------------------------------------------------------------
-template <typename T, int KP, int TPR>
+// RB rows per row group and step, all loaded before the first reduction (memory-level parallelism).
+template <typename T, int KP, int TPR, int RB>
 __device__ __forceinline__ void softmax_fwd_fast(const T* x, T* y, float scale, i64 rows, int C)
 {
     const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
     const int lane = threadIdx.x & 31, gl = lane % TPR;
-    for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
+    for (i64 base = global_warp() * RPW * RB; base < rows; base += global_warps() * RPW * RB)
     {
-        const i64 r = base + lane / TPR;
-        const bool ok = r < rows;
-        const i64 off = ok ? r * C : 0;
-        float v[E];
-        rg_load<T, KP, TPR>(x + off, C, gl, ok, v);
-        float mx = fiber_neg_inf();
+        float v[RB][E];
+        i64 off[RB];
+        bool ok[RB];
 #pragma unroll
-        for (int k = 0; k < KP; k++)
-            if ((k * TPR + gl) * N < C)
-            {
+        for (int q = 0; q < RB; q++)
+        {
+            const i64 r = base + q * RPW + lane / TPR;
+            ok[q] = r < rows;
+            off[q] = ok[q] ? r * C : 0;
+            rg_load<T, KP, TPR>(x + off[q], C, gl, ok[q], v[q]);
+        }
 #pragma unroll
-                for (int j = 0; j < N; j++) mx = fmaxf(mx, v[k * N + j] * scale);
-            }
-        mx = group_max<TPR>(mx);
-        if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
-        float sum = 0.0f;
+        for (int q = 0; q < RB; q++)
+        {
+            float mx = fiber_neg_inf();
 #pragma unroll
-        for (int k = 0; k < KP; k++)
-            if ((k * TPR + gl) * N < C)
-            {
+            for (int k = 0; k < KP; k++)
+                if ((k * TPR + gl) * N < C)
+                {
 #pragma unroll
-                for (int j = 0; j < N; j++) { float e = expf(v[k * N + j] * scale - mx); v[k * N + j] = e; sum += e; }
-            }
-        const float tot = group_sum<TPR>(sum), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
+                    for (int j = 0; j < N; j++) mx = fmaxf(mx, v[q][k * N + j] * scale);
+                }
+            mx = group_max<TPR>(mx);
+            if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
+            float sum = 0.0f;
 #pragma unroll
-        for (int e = 0; e < E; e++) v[e] *= inv;
-        rg_store<T, KP, TPR>(y + off, C, gl, ok, v);
+            for (int k = 0; k < KP; k++)
+                if ((k * TPR + gl) * N < C)
+                {
+#pragma unroll
+                    for (int j = 0; j < N; j++) { float e = expf(v[q][k * N + j] * scale - mx); v[q][k * N + j] = e; sum += e; }
+                }
+            const float tot = group_sum<TPR>(sum), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
+#pragma unroll
+            for (int e = 0; e < E; e++) v[q][e] *= inv;
+            rg_store<T, KP, TPR>(y + off[q], C, gl, ok[q], v[q]);
+        }
     }
 }
 
@@ -167,60 +178,88 @@ extern "C" __global__ void softmax_fwd_bf16(const bf16* x, bf16* y, float scale,
 extern "C" __global__ void softmax_bwd_bf16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_body(y, dy, scale, dx, rows, C); }
 
-// Fast-path instantiations: _k<KP>t<TPR> (see CudaBackend.RowVariant).
-extern "C" __global__ void softmax_fwd_f32_k1t8(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 1, 8>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k1t8(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+// Fast-path instantiations (see CudaBackend.RowVariant): _k<KP>t<TPR>, forward also _k<KP>t<TPR>r<RB>.
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t8(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 8, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k1t8(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 1, 8>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k1t16(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 1, 16>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k1t16(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t8r2(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 8, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t8r4(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 8, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t16(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 16, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k1t16(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 1, 16>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k1t32(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 1, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k1t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t16r2(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 16, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t16r4(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 16, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k1t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 1, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k2t32(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 2, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k2t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t32r2(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 32, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k1t32r4(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 32, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k2t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 2, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k2t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 2, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k3t32(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 3, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k3t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k2t32r2(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 2, 32, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k3t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 3, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k3t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 3, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k4t32(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 4, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k4t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k4t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 4, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k4t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 4, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k6t32(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 6, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k6t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k6t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 6, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k6t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 6, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_f32_k8t32(const float* x, float* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<float, 8, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_f32_k8t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_f32_k8t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 8, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_f32_k8t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
 { softmax_bwd_fast<float, 8, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_bf16_k1t8(const bf16* x, bf16* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<bf16, 1, 8>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_bf16_k1t8(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t8(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 8, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k1t8(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 1, 8>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_bf16_k1t16(const bf16* x, bf16* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<bf16, 1, 16>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_bf16_k1t16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t8r2(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 8, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t8r4(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 8, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t16(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 16, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k1t16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 1, 16>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_bf16_k1t32(const bf16* x, bf16* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<bf16, 1, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_bf16_k1t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t16r2(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 16, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t16r4(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 16, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k1t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 1, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_bf16_k2t32(const bf16* x, bf16* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<bf16, 2, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_bf16_k2t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t32r2(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 32, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k1t32r4(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 32, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k2t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 2, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k2t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 2, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_bf16_k3t32(const bf16* x, bf16* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<bf16, 3, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_bf16_k3t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k2t32r2(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 2, 32, 2>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k3t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 3, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k3t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 3, 32>(y, dy, scale, dx, rows, C); }
-extern "C" __global__ void softmax_fwd_bf16_k4t32(const bf16* x, bf16* y, float scale, long long rows, int C)
-{ softmax_fwd_fast<bf16, 4, 32>(x, y, scale, rows, C); }
-extern "C" __global__ void softmax_bwd_bf16_k4t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k4t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 4, 32, 1>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k4t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 4, 32>(y, dy, scale, dx, rows, C); }

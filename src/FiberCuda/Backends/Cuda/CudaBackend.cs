@@ -26,6 +26,9 @@ public sealed unsafe class CudaBackend : IBackend
     readonly int _smCount;
     nint _scratch;
     long _scratchBytes;
+    nint _adamTable;
+    long _adamTableBytes;
+    AdamWEntry[] _adamTableHost = [];
     bool _disposed;
 
     /// <param name="device">The GPU (or emulated GPU) to run on.</param>
@@ -232,7 +235,7 @@ public sealed unsafe class CudaBackend : IBackend
         if (x.Numel == 0) return;
         nint px = x.Address, pb = bias?.Address ?? 0, py = y.Address; long n = x.Numel;
         void** a = stackalloc void*[] { &px, &pb, &py, &n, &C };
-        Launch("gelu.cu", $"bias_gelu_fwd_{S(x)}_{(bias is null ? S(x) : S(bias))}", Grid(n, Pack(x)), Threads, 0, a);
+        Launch("gelu.cu", $"bias_gelu_fwd_{S(x)}_{(bias is null ? S(x) : S(bias))}", Grid(n, Pack(x) * 4), Threads, 0, a);
     }
 
     public void BiasGeluBackward(Tensor x, Tensor? bias, Tensor dy, Tensor dx, Tensor? dbias)
@@ -243,11 +246,19 @@ public sealed unsafe class CudaBackend : IBackend
         if (dbias is not null) Bias(dbias, C, nameof(BiasGeluBackward), "dbias");
         if (x.Numel == 0 || C == 0) return;
         long rows = x.Numel / C;
-        var (grid, R, vec) = ColumnGrid(rows, C, Pack(x));
+        int vec = C % Pack(x) == 0 ? 1 : 0, nv = vec == 1 ? Pack(x) : 1;
+        // Block (TX, 256/TX): TX threads across the row's packs (a power of two ≤ 32), two rows per
+        // thread and step. With dbias, a bounded grid (each block adds one partial row for the
+        // column sum); without, one step per thread.
+        int tx = Math.Min(32, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((C + nv - 1) / nv)));
+        int ty = Threads / tx, gx = (C + tx * nv - 1) / (tx * nv);
+        long needY = (rows + 2L * ty - 1) / (2L * ty);
+        int maxY = dbias is null ? 65535 : Math.Max(1, (_dev.IsEmulated ? _maxBlocks : _smCount * 4) / gx);
+        int R = (int)Math.Clamp(needY, 1, maxY);
         nint partial = dbias is null ? 0 : Scratch((long)R * C * 4);
         nint px = x.Address, pb = bias?.Address ?? 0, pdy = dy.Address, pdx = dx.Address;
         void** a = stackalloc void*[] { &px, &pb, &pdy, &pdx, &partial, &rows, &C, &vec };
-        Launch("gelu.cu", $"bias_gelu_bwd_{S(x)}_{(bias is null ? S(x) : S(bias))}", grid, new Dim3(32, 8), 0, a);
+        Launch("gelu.cu", $"bias_gelu_bwd_{S(x)}_{(bias is null ? S(x) : S(bias))}", new Dim3((uint)gx, (uint)R), new Dim3((uint)tx, (uint)ty), 0, a);
         if (dbias is not null) ColSum(partial, R, C, C, dbias.Address, dbias.DType, accumulate: true);
     }
 
@@ -276,7 +287,11 @@ public sealed unsafe class CudaBackend : IBackend
              pro = residual is null ? 0 : residualOut!.Address, pm = mean.Address, ps = rstd.Address;
         void** a = stackalloc void*[] { &px, &pr, &pg, &pbt, &eps, &py, &pro, &pm, &ps, &rows, &C };
         var v = RowVariant(C, x.DType);
-        if (v is { } f) Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}_{f.Suffix}", GroupGrid(rows, f.Tpr), Threads, 0, a);
+        if (v is { } f)
+        {
+            int rb = RowsPerGroup(f.Kp);
+            Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}_{f.Suffix}{RbSuffix(rb)}", GroupGrid(rows, f.Tpr, rb), Threads, 0, a);
+        }
         else Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}", RowGrid(rows), Threads, 0, a);
     }
 
@@ -290,22 +305,41 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(s.Shape);
         Stats(mean, rows, op, "mean"); Stats(rstd, rows, op, "rstd");
         if (s.Numel == 0 || C == 0) return;
-        // W warps per block; each row group (a warp, or TPR lanes on the fast path) has its own
-        // 2C-float dgamma|dbeta slice in shared memory.
         var v = RowVariant(C, s.DType);
-        int tpr = v?.Tpr ?? 32;
-        int W = (int)Math.Clamp(MaxStaticSmem / (8L * C) * tpr / 32, 1, 4);
-        int groups = W * 32 / tpr;
-        int smem = groups * 2 * C * 4;
-        var k = Kernel("layernorm.cu", v is { } f ? $"layernorm_bwd_{S(s)}_{S(gamma)}_{f.Suffix}" : $"layernorm_bwd_{S(s)}_{S(gamma)}");
+        IKernel k;
+        int blocks, threads, smem;
+        if (v is { } f)
+        {
+            // Persistent grid: row groups sum dgamma/dbeta in registers, so each block adds one
+            // 2C-float partial row however many rows it visits; the register cap (launch bounds)
+            // guarantees `bps` blocks fit on an SM. Shared memory: W·C floats for the final fold.
+            int bps = LnBwdBlocksPerSm(f.Kp);
+            k = Kernel("layernorm.cu", $"layernorm_bwd_{S(s)}_{S(gamma)}_{f.Suffix}{(bps == 4 && f.Kp == 1 ? "m4" : "")}");
+            threads = Threads;
+            long groups = Threads / f.Tpr;
+            blocks = (int)Math.Clamp((rows + groups - 1) / groups, 1, _dev.IsEmulated ? _maxBlocks : _smCount * bps);
+            smem = Threads / 32 * C * 4;
+        }
+        else
+        {
+            // W warps per block, each with its own 2C-float dgamma|dbeta slice in shared memory.
+            int W = (int)Math.Clamp(MaxStaticSmem / (8L * C), 1, 4);
+            k = Kernel("layernorm.cu", $"layernorm_bwd_{S(s)}_{S(gamma)}");
+            threads = W * 32;
+            smem = W * 2 * C * 4;
+            blocks = (int)Math.Clamp((rows + W - 1) / W, 1, _smCount * 8);
+        }
         if (smem > MaxStaticSmem && k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
-        int blocks = (int)Math.Clamp((rows + groups - 1) / groups, 1, _smCount * 8);
         nint partial = Scratch((long)blocks * 2 * C * 4);
         nint ps = s.Address, pg = gamma.Address, pm = mean.Address, pr = rstd.Address, pdy = dy.Address, pdx = dx.Address;
         void** a = stackalloc void*[] { &ps, &pg, &pm, &pr, &pdy, &pdx, &partial, &rows, &C };
-        Launch(k, blocks, W * 32, smem, a);
-        ColSum(partial, blocks, 2L * C, C, dgamma.Address, dgamma.DType, accumulate: true);
-        ColSum(partial + C * 4, blocks, 2L * C, C, dbeta.Address, dbeta.DType, accumulate: true);
+        Launch(k, blocks, threads, smem, a);
+        long R = blocks;
+        nint pdg = dgamma.Address, pdb = dbeta.Address;
+        int dtg = Dt(dgamma), dtb = Dt(dbeta);
+        void** a2 = stackalloc void*[] { &partial, &R, &C, &pdg, &dtg, &pdb, &dtb };
+        var cb = ColSumBlock(R);
+        Launch("reduce.cu", "colsum_partials2", (int)((2 * C + cb.X - 1) / cb.X), cb, 0, a2);
     }
 
     public void Softmax(Tensor x, float scale, Tensor y)
@@ -316,7 +350,11 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(x.Shape);
         nint px = x.Address, py = y.Address;
         void** a = stackalloc void*[] { &px, &py, &scale, &rows, &C };
-        if (RowVariant(C, x.DType) is { } f) Launch("softmax.cu", $"softmax_fwd_{S(x)}_{f.Suffix}", GroupGrid(rows, f.Tpr), Threads, 0, a);
+        if (RowVariant(C, x.DType) is { } f)
+        {
+            int rb = RowsPerGroup(f.Kp);
+            Launch("softmax.cu", $"softmax_fwd_{S(x)}_{f.Suffix}{RbSuffix(rb)}", GroupGrid(rows, f.Tpr, rb), Threads, 0, a);
+        }
         else Launch("softmax.cu", "softmax_fwd_" + S(x), RowGrid(rows), Threads, 0, a);
     }
 
@@ -631,10 +669,10 @@ public sealed unsafe class CudaBackend : IBackend
             };
             maxN = Math.Max(maxN, t.Param.Numel);
         }
-        nint buf = Scratch(table.Length * (long)sizeof(AdamWEntry));
-        UploadTable(buf, table);
+        nint buf = AdamTable(table);
         float bc1 = (float)(1 - Math.Pow(beta1, step)), bc2 = (float)(1 - Math.Pow(beta2, step));
-        int bx = Math.Max(1, Math.Min(Grid(maxN), Math.Max(1, _maxBlocks * 4 / items.Length)));
+        // Four elements per thread and step (adamw.cu's vector path).
+        int bx = Math.Max(1, Math.Min(Grid(maxN, 4), Math.Max(1, _maxBlocks * 4 / items.Length)));
         nint pt = buf;
         void** a = stackalloc void*[] { &pt, &beta1, &beta2, &eps, &bc1, &bc2, &gradScale };
         Launch("adamw.cu", "adamw_multi", new Dim3((uint)bx, (uint)items.Length), Threads, 0, a);
@@ -655,6 +693,27 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
+    /// <summary>
+    /// AdamW's table lives in its own device buffer and is uploaded only when it changed: the upload
+    /// synchronises the stream (CopyHostToDevice), which costs more than the kernel on small groups.
+    /// Nothing else writes the buffer, so an identical table means identical device contents.
+    /// </summary>
+    nint AdamTable(AdamWEntry[] table)
+    {
+        long bytes = table.Length * (long)sizeof(AdamWEntry);
+        if (_adamTable != 0 && _adamTableHost.Length == table.Length && MemoryMarshal.AsBytes(table.AsSpan()).SequenceEqual(MemoryMarshal.AsBytes(_adamTableHost.AsSpan())))
+            return _adamTable;
+        if (bytes > _adamTableBytes)
+        {
+            if (_adamTable != 0) _mem.Free(_adamTable);
+            _adamTableBytes = Math.Max(bytes, 4096);
+            _adamTable = _mem.Alloc(_adamTableBytes);
+        }
+        UploadTable(_adamTable, table);
+        _adamTableHost = (AdamWEntry[])table.Clone();
+        return _adamTable;
+    }
+
     /// <summary>Copies a small table (AdamW, SumOfSquares) to device scratch; the copy is stream-ordered after earlier readers.</summary>
     void UploadTable<T>(nint dst, T[] table) where T : unmanaged
     {
@@ -669,9 +728,12 @@ public sealed unsafe class CudaBackend : IBackend
     {
         int acc = accumulate ? 1 : 0, dt = DtOf(ydt);
         void** a = stackalloc void*[] { &partial, &R, &ld, &C, &y, &dt, &acc };
-        uint by = (uint)Math.Clamp(R, 1, 32);
-        Launch("reduce.cu", "colsum_partials", (C + 31) / 32, new Dim3(32, by), 0, a);
+        var cb = ColSumBlock(R);
+        Launch("reduce.cu", "colsum_partials", (int)((C + cb.X - 1) / cb.X), cb, 0, a);
     }
+
+    /// <summary>colsum_partials block: 8 columns (one 32-byte sector) × up to 128 partial-row groups.</summary>
+    static Dim3 ColSumBlock(long R) => new(8, (uint)Math.Clamp(R, 1, 128));
 
     void SumFinal(nint partial, long R, Tensor y)
     {
@@ -717,23 +779,44 @@ public sealed unsafe class CudaBackend : IBackend
     /// TPR lanes per row, KP 16-byte packs per lane. Null when the row is not whole packs or too long
     /// (the generic kernel handles those).
     /// </summary>
-    static (string Suffix, int Tpr)? RowVariant(int C, DType dt)
+    static (string Suffix, int Tpr, int Kp)? RowVariant(int C, DType dt)
     {
         int n = 16 / dt.Size();
         if (C <= 0 || C % n != 0) return null;
         int packs = C / n;
-        if (packs <= 8) return ("k1t8", 8);
-        if (packs <= 16) return ("k1t16", 16);
+        if (packs <= 8) return ("k1t8", 8, 1);
+        if (packs <= 16) return ("k1t16", 16, 1);
         int need = (packs + 31) / 32;
         foreach (int kp in dt == DType.F32 ? KpF32 : KpBf16)
-            if (kp >= need) return ($"k{kp}t32", 32);
+            if (kp >= need) return ($"k{kp}t32", 32, kp);
         return null;
     }
 
-    /// <summary>Row-group kernels: 256/TPR rows per 256-thread block.</summary>
-    int GroupGrid(long rows, int tpr)
+    /// <summary>Tuning choices, for timing alternatives on a real GPU: FIBER_PERF_VARIANT holds
+    /// '+'-separated tokens (rb1/rb2/rb4: rows per row group and step in the forward row kernels;
+    /// m3/m4: LayerNorm backward blocks per SM for one-pack rows). Unset: the measured best.</summary>
+    static readonly string[] PerfTokens =
+        (Environment.GetEnvironmentVariable("FIBER_PERF_VARIANT") ?? "").Split('+', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    static bool Perf(string token) => Array.IndexOf(PerfTokens, token) >= 0;
+
+    /// <summary>Rows each row group of a forward row kernel handles per step (kernels exist for
+    /// KP = 1: 1, 2, 4; KP = 2: 1, 2; wider rows: 1).</summary>
+    static int RowsPerGroup(int kp)
     {
-        long perBlock = Threads / tpr;
+        int rb = Perf("rb1") ? 1 : Perf("rb2") ? 2 : Perf("rb4") ? 4 : 4;
+        return kp == 1 ? rb : kp == 2 ? Math.Min(rb, 2) : 1;
+    }
+
+    static string RbSuffix(int rb) => rb == 1 ? "" : $"r{rb}";
+
+    /// <summary>Blocks per SM of LayerNorm's backward fast kernels (their __launch_bounds__).</summary>
+    static int LnBwdBlocksPerSm(int kp) => kp == 1 ? (Perf("m4") ? 4 : 3) : kp == 2 ? 2 : 1;
+
+    /// <summary>Row-group kernels: 256/TPR row groups per 256-thread block, rb rows each per step.</summary>
+    int GroupGrid(long rows, int tpr, int rb = 1)
+    {
+        long perBlock = Threads / tpr * rb;
         return (int)Math.Clamp((rows + perBlock - 1) / perBlock, 1, _dev.IsEmulated ? _maxBlocks * 4 : _smCount * 64);
     }
 
@@ -855,6 +938,7 @@ public sealed unsafe class CudaBackend : IBackend
     {
         if (_disposed) return;
         if (_scratch != 0) { _mem.Free(_scratch); _scratch = 0; }
+        if (_adamTable != 0) { _mem.Free(_adamTable); _adamTable = 0; }
         _disposed = true;
         if (_ownsAllocator) _mem.Dispose();
         if (_ownsDevice) _dev.Dispose();
