@@ -101,6 +101,37 @@ template <typename T> struct alignas(16) Pack
 template <typename T> __device__ __forceinline__ Pack<T> load_pack(const T* p) { return *(const Pack<T>*)p; }
 template <typename T> __device__ __forceinline__ void store_pack(T* p, const Pack<T>& v) { *(Pack<T>*)p = v; }
 
+// N floats to one Pack<T>. For bf16 on the GPU two floats round in one instruction
+// (cvt.rn.bf16x2.f32, round to nearest even like float_to_bf16; only NaNs differ, so they are
+// redone by float_to_bf16 to keep the bits identical to Tensors/BFloat16.cs).
+__device__ __forceinline__ u32 bf16x2_bits(float lo, float hi)
+{
+#if defined(FIBER_EMULATION)
+    return (u32)float_to_bf16(lo).bits | ((u32)float_to_bf16(hi).bits << 16);
+#else
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    if (lo != lo) r = (r & 0xffff0000u) | (u32)float_to_bf16(lo).bits;
+    if (hi != hi) r = (r & 0xffffu) | ((u32)float_to_bf16(hi).bits << 16);
+    return r;
+#endif
+}
+template <typename T> __device__ __forceinline__ Pack<T> pack_from(const float* v);
+template <> __device__ __forceinline__ Pack<float> pack_from<float>(const float* v)
+{
+    Pack<float> p;
+#pragma unroll
+    for (int j = 0; j < 4; j++) p.v[j] = v[j];
+    return p;
+}
+template <> __device__ __forceinline__ Pack<bf16> pack_from<bf16>(const float* v)
+{
+    union { Pack<bf16> p; u32 w[4]; } u;
+#pragma unroll
+    for (int j = 0; j < 4; j++) u.w[j] = bf16x2_bits(v[2 * j], v[2 * j + 1]);
+    return u.p;
+}
+
 template <typename T> __device__ __forceinline__ bool aligned16(const T* p) { return (((u64)p) & 15u) == 0; }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,10 +325,7 @@ template <typename T> __device__ __forceinline__ void row_store(T* r, int C, int
             int c = (kp * 32 + lane) * N;
             if (c < C)
             {
-                Pack<T> p;
-#pragma unroll
-                for (int j = 0; j < N; j++) p.v[j] = from_f<T>(v[kp * N + j]);
-                store_pack(r + c, p);
+                store_pack(r + c, pack_from<T>(&v[kp * N]));
             }
         }
     }
@@ -365,10 +393,7 @@ __device__ __forceinline__ void rg_store(T* row, int C, int gl, bool ok, const f
         int c = (k * TPR + gl) * N;
         if (ok && c < C)
         {
-            Pack<T> p;
-#pragma unroll
-            for (int j = 0; j < N; j++) p.v[j] = from_f<T>(v[k * N + j]);
-            store_pack(row + c, p);
+            store_pack(row + c, pack_from<T>(&v[k * N]));
         }
     }
 }
@@ -406,6 +431,48 @@ __device__ __forceinline__ void rg_params(const P* prm, int C, int gl, float (&o
         {
 #pragma unroll
             for (int j = 0; j < N; j++) o[k * N + j] = 0.0f;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-lane cp.async pipelines for row-group kernels: a lane copies its own KP packs of a row into
+// its own shared-memory slots S steps ahead, so S·KP 16-byte loads per lane are in flight without
+// holding registers (which is what limits the plain load path). Only the lane that issued a copy
+// reads it, so cp.async.wait_group alone orders it (no barrier). Slot layout
+// [stage][k][thread] keeps a warp's 16-byte reads conflict-free. Dynamic shared memory:
+// S·KP·blockDim.x packs.
+// ---------------------------------------------------------------------------------------------
+template <typename T, int KP, int TPR>
+__device__ __forceinline__ void rg_issue(Pack<T>* slots, const T* row, int C, int gl, bool ok)
+{
+    const int N = Pack<T>::N;
+#pragma unroll
+    for (int k = 0; k < KP; k++)
+    {
+        int c = (k * TPR + gl) * N;
+        if (ok && c < C) cp_async_cg_16(slots + k * blockDim.x + threadIdx.x, row + c);
+    }
+}
+
+template <typename T, int KP, int TPR>
+__device__ __forceinline__ void rg_take(const Pack<T>* slots, int C, int gl, bool ok, float (&v)[KP * Pack<T>::N])
+{
+    const int N = Pack<T>::N;
+#pragma unroll
+    for (int k = 0; k < KP; k++)
+    {
+        int c = (k * TPR + gl) * N;
+        if (ok && c < C)
+        {
+            Pack<T> p = slots[k * blockDim.x + threadIdx.x];
+#pragma unroll
+            for (int j = 0; j < N; j++) v[k * N + j] = to_f(p.v[j]);
+        }
+        else
+        {
+#pragma unroll
+            for (int j = 0; j < N; j++) v[k * N + j] = 0.0f;
         }
     }
 }

@@ -69,10 +69,10 @@ __device__ __forceinline__ void bias_gelu_fwd_body(const T* x, const P* bias, T*
                 int c0 = small ? (int)((u32)(p * N) % (u32)C) : (int)((p * N) % C);
                 float b[Pack<T>::N];
                 bias_pack<T, P>(bias, c0, b);
-                Pack<T> vy;
+                float o[Pack<T>::N];
 #pragma unroll
-                for (int k = 0; k < N; k++) vy.v[k] = from_f<T>(gelu_erf(to_f(vx[u].v[k]) + b[k]));
-                store_pack(y + p * N, vy);
+                for (int k = 0; k < N; k++) o[k] = gelu_erf(to_f(vx[u].v[k]) + b[k]);
+                store_pack(y + p * N, pack_from<T>(o));
             }
         }
     }
@@ -110,6 +110,7 @@ __device__ __forceinline__ void bias_gelu_bwd_body(const T* x, const P* bias, co
             const bool two = r1 < rows;
             if (vec)
             {
+                float f[Pack<T>::N];
                 const i64 b0 = r0 * C + col0, b1 = two ? r1 * C + col0 : b0;
                 Pack<T> x0 = load_pack(x + b0), d0 = load_pack(dy + b0), o0 = load_pack((const T*)dx + b0);
                 Pack<T> x1, d1, o1;
@@ -119,9 +120,9 @@ __device__ __forceinline__ void bias_gelu_bwd_body(const T* x, const P* bias, co
                 {
                     float d = to_f(d0.v[k]) * gelu_erf_grad(to_f(x0.v[k]) + b[k]);
                     acc[k] += d;
-                    o0.v[k] = from_f<T>(to_f(o0.v[k]) + d);
+                    f[k] = to_f(o0.v[k]) + d;
                 }
-                store_pack(dx + b0, o0);
+                store_pack(dx + b0, pack_from<T>(f));
                 if (two)
                 {
 #pragma unroll
@@ -129,9 +130,9 @@ __device__ __forceinline__ void bias_gelu_bwd_body(const T* x, const P* bias, co
                     {
                         float d = to_f(d1.v[k]) * gelu_erf_grad(to_f(x1.v[k]) + b[k]);
                         acc[k] += d;
-                        o1.v[k] = from_f<T>(to_f(o1.v[k]) + d);
+                        f[k] = to_f(o1.v[k]) + d;
                     }
-                    store_pack(dx + b1, o1);
+                    store_pack(dx + b1, pack_from<T>(f));
                 }
             }
             else

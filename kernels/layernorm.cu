@@ -236,6 +236,61 @@ __device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* g
     }
 }
 
+// The same forward through a per-lane cp.async pipeline S steps deep (common.cuh rg_issue/rg_take):
+// a persistent grid, so every lane has many steps and keeps S·KP loads in flight. No residual
+// (CudaBackend uses ln_fwd_fast for that).
+template <typename T, typename P, int KP, int TPR, int S>
+__device__ __forceinline__ void ln_fwd_pipe(const T* x, const P* gamma, const P* beta, float eps,
+                                            T* y, float* mean, float* rstd, i64 rows, int C)
+{
+    FIBER_DYNAMIC_SMEM(Pack<T>, buf)
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const float invC = 1.0f / (float)C;
+    float gv[E], bv[E];
+    rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
+    rg_params<T, P, KP, TPR>(beta, C, gl, bv);
+    const i64 first = global_warp() * RPW + lane / TPR, step = global_warps() * RPW;
+    const i64 nsteps = rows > first - lane / TPR ? (rows - (first - lane / TPR) + step - 1) / step : 0; // per warp
+    for (int i = 0; i < S - 1; i++)
+    {
+        const i64 r = first + i * step;
+        rg_issue<T, KP, TPR>(buf + (i % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, i < nsteps && r < rows);
+        cp_async_commit();
+    }
+    for (i64 i = 0; i < nsteps; i++)
+    {
+        {
+            const i64 j = i + S - 1, r = first + j * step;
+            rg_issue<T, KP, TPR>(buf + (int)(j % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, j < nsteps && r < rows);
+            cp_async_commit();
+        }
+        cp_async_wait_group<S - 1>();
+        const i64 r = first + i * step;
+        const bool ok = r < rows;
+        float v[E];
+        rg_take<T, KP, TPR>(buf + (int)(i % S) * KP * blockDim.x, C, gl, ok, v);
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) s += v[e];
+        const float m = group_sum<TPR>(s) * invC;
+        float d2 = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) { float d = v[k * N + j] - m; d2 += d * d; }
+            }
+        const float rs = 1.0f / sqrtf(group_sum<TPR>(d2) * invC + eps);
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] = (v[e] - m) * rs * gv[e] + bv[e];
+        rg_store<T, KP, TPR>(y + (ok ? r * C : 0), C, gl, ok, v);
+        if (ok && gl == 0) { mean[r] = m; rstd[r] = rs; }
+    }
+    cp_async_wait_all();
+}
+
 // dgamma/dbeta: a row-group lane owns the same columns in every row it visits, so it sums them in
 // registers; at the end the RPW groups of a warp fold by shuffles and the warps of the block through
 // shared memory (dynamic, W·C floats), always in the same order, into partial[blockIdx.x] =
@@ -646,3 +701,52 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_fwd_bf16_bf16_k4t32(
 extern "C" __global__ void __launch_bounds__(256, 1) layernorm_bwd_bf16_bf16_k4t32(const bf16* s, const bf16* gamma, const float* mean,
     const float* rstd, const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_fast<bf16, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+// cp.async pipeline forward (no residual): _k<KP>t<TPR>p, S = 4 stages (3 for KP = 2); 4 blocks per SM.
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_f32_k1t8p(const float* x, const float* res, const float* gamma,
+    const float* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, float, 1, 8, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_f32_k1t16p(const float* x, const float* res, const float* gamma,
+    const float* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, float, 1, 16, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_f32_k1t32p(const float* x, const float* res, const float* gamma,
+    const float* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, float, 1, 32, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_f32_k2t32p(const float* x, const float* res, const float* gamma,
+    const float* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, float, 2, 32, 3>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_bf16_k1t8p(const float* x, const float* res, const bf16* gamma,
+    const bf16* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, bf16, 1, 8, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_bf16_k1t16p(const float* x, const float* res, const bf16* gamma,
+    const bf16* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, bf16, 1, 16, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_bf16_k1t32p(const float* x, const float* res, const bf16* gamma,
+    const bf16* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, bf16, 1, 32, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_f32_bf16_k2t32p(const float* x, const float* res, const bf16* gamma,
+    const bf16* beta, float eps, float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<float, bf16, 2, 32, 3>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_f32_k1t8p(const bf16* x, const bf16* res, const float* gamma,
+    const float* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, float, 1, 8, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_f32_k1t16p(const bf16* x, const bf16* res, const float* gamma,
+    const float* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, float, 1, 16, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_f32_k1t32p(const bf16* x, const bf16* res, const float* gamma,
+    const float* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, float, 1, 32, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_f32_k2t32p(const bf16* x, const bf16* res, const float* gamma,
+    const float* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, float, 2, 32, 3>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_bf16_k1t8p(const bf16* x, const bf16* res, const bf16* gamma,
+    const bf16* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, bf16, 1, 8, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_bf16_k1t16p(const bf16* x, const bf16* res, const bf16* gamma,
+    const bf16* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, bf16, 1, 16, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_bf16_k1t32p(const bf16* x, const bf16* res, const bf16* gamma,
+    const bf16* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, bf16, 1, 32, 4>(x, gamma, beta, eps, y, mean, rstd, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) layernorm_fwd_bf16_bf16_k2t32p(const bf16* x, const bf16* res, const bf16* gamma,
+    const bf16* beta, float eps, bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_pipe<bf16, bf16, 2, 32, 3>(x, gamma, beta, eps, y, mean, rstd, rows, C); }

@@ -144,6 +144,59 @@ __device__ __forceinline__ void softmax_fwd_fast(const T* x, T* y, float scale, 
     }
 }
 
+// The forward through a per-lane cp.async pipeline S steps deep (see ln_fwd_pipe).
+template <typename T, int KP, int TPR, int S>
+__device__ __forceinline__ void softmax_fwd_pipe(const T* x, T* y, float scale, i64 rows, int C)
+{
+    FIBER_DYNAMIC_SMEM(Pack<T>, buf)
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const i64 first = global_warp() * RPW + lane / TPR, step = global_warps() * RPW;
+    const i64 nsteps = rows > first - lane / TPR ? (rows - (first - lane / TPR) + step - 1) / step : 0; // per warp
+    for (int i = 0; i < S - 1; i++)
+    {
+        const i64 r = first + i * step;
+        rg_issue<T, KP, TPR>(buf + (i % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, i < nsteps && r < rows);
+        cp_async_commit();
+    }
+    for (i64 i = 0; i < nsteps; i++)
+    {
+        {
+            const i64 j = i + S - 1, r = first + j * step;
+            rg_issue<T, KP, TPR>(buf + (int)(j % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, j < nsteps && r < rows);
+            cp_async_commit();
+        }
+        cp_async_wait_group<S - 1>();
+        const i64 r = first + i * step;
+        const bool ok = r < rows;
+        float v[E];
+        rg_take<T, KP, TPR>(buf + (int)(i % S) * KP * blockDim.x, C, gl, ok, v);
+        float mx = fiber_neg_inf();
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) mx = fmaxf(mx, v[k * N + j] * scale);
+            }
+        mx = group_max<TPR>(mx);
+        if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
+        float sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) { float e = expf(v[k * N + j] * scale - mx); v[k * N + j] = e; sum += e; }
+            }
+        const float tot = group_sum<TPR>(sum), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] *= inv;
+        rg_store<T, KP, TPR>(y + (ok ? r * C : 0), C, gl, ok, v);
+    }
+    cp_async_wait_all();
+}
+
 template <typename T, int KP, int TPR>
 __device__ __forceinline__ void softmax_bwd_fast(const T* y, const T* dy, float scale, T* dx, i64 rows, int C)
 {
@@ -263,3 +316,20 @@ extern "C" __global__ void __launch_bounds__(256) softmax_fwd_bf16_k4t32(const b
 { softmax_fwd_fast<bf16, 4, 32, 1>(x, y, scale, rows, C); }
 extern "C" __global__ void __launch_bounds__(256) softmax_bwd_bf16_k4t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_fast<bf16, 4, 32>(y, dy, scale, dx, rows, C); }
+// cp.async pipeline forward: _k<KP>t<TPR>p, S = 4 stages (3 for KP = 2); 4 blocks per SM.
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_f32_k1t8p(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<float, 1, 8, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_f32_k1t16p(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<float, 1, 16, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_f32_k1t32p(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<float, 1, 32, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_f32_k2t32p(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<float, 2, 32, 3>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_bf16_k1t8p(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<bf16, 1, 8, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_bf16_k1t16p(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<bf16, 1, 16, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_bf16_k1t32p(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<bf16, 1, 32, 4>(x, y, scale, rows, C); }
+extern "C" __global__ void __launch_bounds__(256, 4) softmax_fwd_bf16_k2t32p(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_pipe<bf16, 2, 32, 3>(x, y, scale, rows, C); }

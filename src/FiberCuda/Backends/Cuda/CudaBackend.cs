@@ -287,9 +287,11 @@ public sealed unsafe class CudaBackend : IBackend
              pro = residual is null ? 0 : residualOut!.Address, pm = mean.Address, ps = rstd.Address;
         void** a = stackalloc void*[] { &px, &pr, &pg, &pbt, &eps, &py, &pro, &pm, &ps, &rows, &C };
         var v = RowVariant(C, x.DType);
-        if (v is { } f)
+        if (v is { } fp && residual is null && Pipelined(fp.Kp) is { } pipe)
+            Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}_{fp.Suffix}p", PipeGrid(rows, fp.Tpr), Threads, pipe.Smem, a);
+        else if (v is { } f)
         {
-            int rb = RowsPerGroup(f.Kp);
+            int rb = RowsPerGroup(f.Kp, residual is not null);
             Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}_{f.Suffix}{RbSuffix(rb)}", GroupGrid(rows, f.Tpr, rb), Threads, 0, a);
         }
         else Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}", RowGrid(rows), Threads, 0, a);
@@ -350,7 +352,9 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(x.Shape);
         nint px = x.Address, py = y.Address;
         void** a = stackalloc void*[] { &px, &py, &scale, &rows, &C };
-        if (RowVariant(C, x.DType) is { } f)
+        if (RowVariant(C, x.DType) is { } fp && Pipelined(fp.Kp) is { } pipe)
+            Launch("softmax.cu", $"softmax_fwd_{S(x)}_{fp.Suffix}p", PipeGrid(rows, fp.Tpr), Threads, pipe.Smem, a);
+        else if (RowVariant(C, x.DType) is { } f)
         {
             int rb = RowsPerGroup(f.Kp);
             Launch("softmax.cu", $"softmax_fwd_{S(x)}_{f.Suffix}{RbSuffix(rb)}", GroupGrid(rows, f.Tpr, rb), Threads, 0, a);
@@ -794,7 +798,8 @@ public sealed unsafe class CudaBackend : IBackend
 
     /// <summary>Tuning choices, for timing alternatives on a real GPU: FIBER_PERF_VARIANT holds
     /// '+'-separated tokens (rb1/rb2/rb4: rows per row group and step in the forward row kernels;
-    /// m3/m4: LayerNorm backward blocks per SM for one-pack rows). Unset: the measured best.</summary>
+    /// m4: LayerNorm backward with 4 blocks per SM for one-pack rows instead of 3; cpa: cp.async-pipelined
+    /// forward row kernels). Unset: the measured best.</summary>
     static readonly string[] PerfTokens =
         (Environment.GetEnvironmentVariable("FIBER_PERF_VARIANT") ?? "").Split('+', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
@@ -802,10 +807,29 @@ public sealed unsafe class CudaBackend : IBackend
 
     /// <summary>Rows each row group of a forward row kernel handles per step (kernels exist for
     /// KP = 1: 1, 2, 4; KP = 2: 1, 2; wider rows: 1).</summary>
-    static int RowsPerGroup(int kp)
+    static int RowsPerGroup(int kp, bool residual = false)
     {
-        int rb = Perf("rb1") ? 1 : Perf("rb2") ? 2 : Perf("rb4") ? 4 : 4;
+        // H200, FIBER shapes (round 1): 2 rows was best without a residual (LayerNorm 73728×128:
+        // 20.0 µs vs 21.1 for 1, 21.7 for 4); with a residual the doubled register arrays cost
+        // occupancy (33.8 µs for 1 row, 41.3 for 4).
+        int rb = Perf("rb1") ? 1 : Perf("rb2") ? 2 : Perf("rb4") ? 4 : residual ? 1 : 2;
         return kp == 1 ? rb : kp == 2 ? Math.Min(rb, 2) : 1;
+    }
+
+    /// <summary>The cp.async-pipelined forward row kernels (`_k{KP}t{TPR}p`, KP ≤ 2): their dynamic
+    /// shared memory (S stages × KP packs × 256 threads × 16 bytes), or null when not used.</summary>
+    static (int Smem, int Stages)? Pipelined(int kp)
+    {
+        if (!Perf("cpa") || kp > 2) return null;
+        int stages = kp == 1 ? 4 : 3;
+        return (stages * kp * Threads * 16, stages);
+    }
+
+    /// <summary>Persistent grid of the pipelined kernels: 4 blocks per SM (their launch bounds).</summary>
+    int PipeGrid(long rows, int tpr)
+    {
+        long perBlock = Threads / tpr;
+        return (int)Math.Clamp((rows + perBlock - 1) / perBlock, 1, _dev.IsEmulated ? _maxBlocks : _smCount * 4);
     }
 
     static string RbSuffix(int rb) => rb == 1 ? "" : $"r{rb}";
