@@ -39,12 +39,12 @@ __device__ __forceinline__ void bias_pack(const P* bias, int c, float (&b)[Pack<
     }
 }
 
-// U packs per thread and step, all loaded before any is computed (memory-level parallelism);
+// U packs per thread and step (4; _u1/_u2 kernels for 1 and 2), all loaded before any is computed;
 // pack u of a step is at u·stride + t, so every load instruction stays coalesced.
-template <typename T, typename P>
+template <typename T, typename P, int U>
 __device__ __forceinline__ void bias_gelu_fwd_body(const T* x, const P* bias, T* y, i64 n, int C)
 {
-    const int N = Pack<T>::N, U = 4;
+    const int N = Pack<T>::N;
     const i64 stride = (i64)blockDim.x * gridDim.x;
     const i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     bool vec = (C % N) == 0 && aligned16(x) && aligned16(y);
@@ -169,25 +169,41 @@ __device__ __forceinline__ void bias_gelu_bwd_body(const T* x, const P* bias, co
 }
 
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_f32_f32(const float* x, const float* bias, float* y, long long n, int C)
-{ bias_gelu_fwd_body(x, bias, y, n, C); }
+{ bias_gelu_fwd_body<float, float, 4>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_f32_f32_u1(const float* x, const float* bias, float* y, long long n, int C)
+{ bias_gelu_fwd_body<float, float, 1>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_f32_f32_u2(const float* x, const float* bias, float* y, long long n, int C)
+{ bias_gelu_fwd_body<float, float, 2>(x, bias, y, n, C); }
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_bwd_f32_f32(const float* x, const float* bias, const float* dy, float* dx, float* partial,
                                              long long rows, int C, int vec)
 { bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }
 
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_f32_bf16(const float* x, const bf16* bias, float* y, long long n, int C)
-{ bias_gelu_fwd_body(x, bias, y, n, C); }
+{ bias_gelu_fwd_body<float, bf16, 4>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_f32_bf16_u1(const float* x, const bf16* bias, float* y, long long n, int C)
+{ bias_gelu_fwd_body<float, bf16, 1>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_f32_bf16_u2(const float* x, const bf16* bias, float* y, long long n, int C)
+{ bias_gelu_fwd_body<float, bf16, 2>(x, bias, y, n, C); }
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_bwd_f32_bf16(const float* x, const bf16* bias, const float* dy, float* dx, float* partial,
                                              long long rows, int C, int vec)
 { bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }
 
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_bf16_f32(const bf16* x, const float* bias, bf16* y, long long n, int C)
-{ bias_gelu_fwd_body(x, bias, y, n, C); }
+{ bias_gelu_fwd_body<bf16, float, 4>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_bf16_f32_u1(const bf16* x, const float* bias, bf16* y, long long n, int C)
+{ bias_gelu_fwd_body<bf16, float, 1>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_bf16_f32_u2(const bf16* x, const float* bias, bf16* y, long long n, int C)
+{ bias_gelu_fwd_body<bf16, float, 2>(x, bias, y, n, C); }
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_bwd_bf16_f32(const bf16* x, const float* bias, const bf16* dy, bf16* dx, float* partial,
                                              long long rows, int C, int vec)
 { bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }
 
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_bf16_bf16(const bf16* x, const bf16* bias, bf16* y, long long n, int C)
-{ bias_gelu_fwd_body(x, bias, y, n, C); }
+{ bias_gelu_fwd_body<bf16, bf16, 4>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_bf16_bf16_u1(const bf16* x, const bf16* bias, bf16* y, long long n, int C)
+{ bias_gelu_fwd_body<bf16, bf16, 1>(x, bias, y, n, C); }
+extern "C" __global__ void __launch_bounds__(256) bias_gelu_fwd_bf16_bf16_u2(const bf16* x, const bf16* bias, bf16* y, long long n, int C)
+{ bias_gelu_fwd_body<bf16, bf16, 2>(x, bias, y, n, C); }
 extern "C" __global__ void __launch_bounds__(256) bias_gelu_bwd_bf16_bf16(const bf16* x, const bf16* bias, const bf16* dy, bf16* dx, float* partial,
                                              long long rows, int C, int vec)
 { bias_gelu_bwd_body(x, bias, dy, dx, partial, rows, C, vec); }

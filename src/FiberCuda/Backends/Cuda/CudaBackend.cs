@@ -235,7 +235,8 @@ public sealed unsafe class CudaBackend : IBackend
         if (x.Numel == 0) return;
         nint px = x.Address, pb = bias?.Address ?? 0, py = y.Address; long n = x.Numel;
         void** a = stackalloc void*[] { &px, &pb, &py, &n, &C };
-        Launch("gelu.cu", $"bias_gelu_fwd_{S(x)}_{(bias is null ? S(x) : S(bias))}", Grid(n, Pack(x) * 4), Threads, 0, a);
+        int u = Perf("gu1") ? 1 : Perf("gu2") ? 2 : 4;
+        Launch("gelu.cu", $"bias_gelu_fwd_{S(x)}_{(bias is null ? S(x) : S(bias))}{(u == 4 ? "" : $"_u{u}")}", Grid(n, Pack(x) * u), Threads, 0, a);
     }
 
     public void BiasGeluBackward(Tensor x, Tensor? bias, Tensor dy, Tensor dx, Tensor? dbias)
@@ -253,7 +254,8 @@ public sealed unsafe class CudaBackend : IBackend
         int tx = Math.Min(32, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((C + nv - 1) / nv)));
         int ty = Threads / tx, gx = (C + tx * nv - 1) / (tx * nv);
         long needY = (rows + 2L * ty - 1) / (2L * ty);
-        int maxY = dbias is null ? 65535 : Math.Max(1, (_dev.IsEmulated ? _maxBlocks : _smCount * 4) / gx);
+        int perSm = Perf("gb2") ? 2 : Perf("gb8") ? 8 : 4;
+        int maxY = dbias is null ? 65535 : Math.Max(1, (_dev.IsEmulated ? _maxBlocks : _smCount * perSm) / gx);
         int R = (int)Math.Clamp(needY, 1, maxY);
         nint partial = dbias is null ? 0 : Scratch((long)R * C * 4);
         nint px = x.Address, pb = bias?.Address ?? 0, pdy = dy.Address, pdx = dx.Address;
@@ -287,7 +289,7 @@ public sealed unsafe class CudaBackend : IBackend
              pro = residual is null ? 0 : residualOut!.Address, pm = mean.Address, ps = rstd.Address;
         void** a = stackalloc void*[] { &px, &pr, &pg, &pbt, &eps, &py, &pro, &pm, &ps, &rows, &C };
         var v = RowVariant(C, x.DType);
-        if (v is { } fp && residual is null && Pipelined(fp.Kp) is { } pipe)
+        if (v is { } fp && residual is null && Pipelined(fp.Kp, rows, layerNorm: true) is { } pipe)
             Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}_{fp.Suffix}p", PipeGrid(rows, fp.Tpr), Threads, pipe.Smem, a);
         else if (v is { } f)
         {
@@ -352,7 +354,7 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(x.Shape);
         nint px = x.Address, py = y.Address;
         void** a = stackalloc void*[] { &px, &py, &scale, &rows, &C };
-        if (RowVariant(C, x.DType) is { } fp && Pipelined(fp.Kp) is { } pipe)
+        if (RowVariant(C, x.DType) is { } fp && Pipelined(fp.Kp, rows, layerNorm: false) is { } pipe)
             Launch("softmax.cu", $"softmax_fwd_{S(x)}_{fp.Suffix}p", PipeGrid(rows, fp.Tpr), Threads, pipe.Smem, a);
         else if (RowVariant(C, x.DType) is { } f)
         {
@@ -798,8 +800,9 @@ public sealed unsafe class CudaBackend : IBackend
 
     /// <summary>Tuning choices, for timing alternatives on a real GPU: FIBER_PERF_VARIANT holds
     /// '+'-separated tokens (rb1/rb2/rb4: rows per row group and step in the forward row kernels;
-    /// m4: LayerNorm backward with 4 blocks per SM for one-pack rows instead of 3; cpa: cp.async-pipelined
-    /// forward row kernels). Unset: the measured best.</summary>
+    /// m4: LayerNorm backward with 4 blocks per SM for one-pack rows instead of 3; cpa/nocpa: always/never
+    /// the cp.async-pipelined forward row kernels; gu1/gu2: bias-GELU forward packs per thread (default 4); gb2/gb8: bias-GELU
+    /// backward blocks per SM when dbias is wanted (default 4)). Unset: the measured best.</summary>
     static readonly string[] PerfTokens =
         (Environment.GetEnvironmentVariable("FIBER_PERF_VARIANT") ?? "").Split('+', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
@@ -817,10 +820,14 @@ public sealed unsafe class CudaBackend : IBackend
     }
 
     /// <summary>The cp.async-pipelined forward row kernels (`_k{KP}t{TPR}p`, KP ≤ 2): their dynamic
-    /// shared memory (S stages × KP packs × 256 threads × 16 bytes), or null when not used.</summary>
-    static (int Smem, int Stages)? Pipelined(int kp)
+    /// shared memory (S stages × KP packs × 256 threads × 16 bytes), or null when not used.
+    /// H200 round 2: LayerNorm 73728×128 bf16 16.5 µs pipelined vs 17.9 µs (rb2), but 11.1 vs 9.3 µs
+    /// at 4608×512 (too few steps per lane to fill the pipeline), and softmax lost at every shape —
+    /// so by default only LayerNorm with many rows takes it ("cpa" forces it, "nocpa" disables it).</summary>
+    static (int Smem, int Stages)? Pipelined(int kp, long rows, bool layerNorm)
     {
-        if (!Perf("cpa") || kp > 2) return null;
+        if (kp > 2 || Perf("nocpa")) return null;
+        if (!Perf("cpa") && !(layerNorm && rows >= 32768)) return null;
         int stages = kp == 1 ? 4 : 3;
         return (stages * kp * Threads * 16, stages);
     }
