@@ -260,8 +260,6 @@ public static class Manifests
         {
             member++;
             if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
-            // On a seekable archive the reader leaves the stream at the start of this member's data.
-            long dataOffset = fs.Position;
             string name = entry.Name;
             int slash = name.LastIndexOf('/');
             int dot = name.IndexOf('.', slash + 1);
@@ -271,7 +269,7 @@ public static class Manifests
             cur ??= new Pending { Key = key, Member = member };
             if (ImageExtensions.Contains(ext))
             {
-                cur.Image = new TarMemberImageRef(shard, name, dataOffset, entry.Length);
+                cur.Image = new TarMemberImageRef(shard, name, DataOffset(fs, entry), entry.Length);
             }
             else if (ext is "txt" or "caption" or "json")
             {
@@ -299,5 +297,28 @@ public static class Manifests
             }
         }
         Flush();
+    }
+
+    /// <summary>
+    /// Offset of a member's data in the archive. TarReader on a seekable stream returns with the stream just past the
+    /// member's data and its padding to a 512-byte record, so the data starts one padded length back. That is not a
+    /// documented contract, so the first bytes are checked against the entry's own data stream.
+    /// </summary>
+    static long DataOffset(FileStream fs, TarEntry entry)
+    {
+        long end = fs.Position;
+        long offset = end - ((entry.Length + 511) & ~511L);
+        int n = (int)Math.Min(16, entry.Length);
+        if (n > 0)
+        {
+            Span<byte> viaEntry = stackalloc byte[16], direct = stackalloc byte[16];
+            entry.DataStream!.ReadExactly(viaEntry[..n]);
+            fs.Position = offset;
+            fs.ReadExactly(direct[..n]);
+            fs.Position = end;
+            if (!viaEntry[..n].SequenceEqual(direct[..n]))
+                throw new InvalidDataException($"cannot locate the data of member '{entry.Name}'");
+        }
+        return offset;
     }
 }
