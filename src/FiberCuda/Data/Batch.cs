@@ -24,6 +24,8 @@ public sealed class Batch
         ImageIndex = new int[size];
         CaptionIndex = new int[size];
         Captions = new string[size];
+        OriginalSizes = new (int, int)[size];
+        Phrases = new IReadOnlyList<GroundedPhrase>?[size];
     }
 
     /// <summary>Position of this batch in its epoch.</summary>
@@ -44,6 +46,12 @@ public sealed class Batch
     public int[] ImageIndex { get; }
     public int[] CaptionIndex { get; }
     public string[] Captions { get; }
+
+    /// <summary>Width and height of each source image before the S×S resize (to map boxes: x·S/W, y·S/H).</summary>
+    public (int Width, int Height)[] OriginalSizes { get; }
+
+    /// <summary>Grounded phrases of each row's caption when the dataset has them (synthetic data); boxes in original pixels.</summary>
+    public IReadOnlyList<GroundedPhrase>?[] Phrases { get; }
 
     public int[] PixelShape => new[] { Size, 3, ImageSize, ImageSize };
     public int[] TextShape => new[] { Size, TextLength };

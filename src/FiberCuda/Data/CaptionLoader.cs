@@ -149,24 +149,27 @@ public sealed class CaptionLoader
         int start = k * Options.BatchSize;
         int count = Math.Min(Options.BatchSize, PairCount - start);
         int s = Options.ImageSize, l = Options.MaxTextLength;
-        var rows = new List<(int Pair, float[] Pixels)>(count);
+        var rows = new List<(int Pair, float[] Pixels, int W, int H)>(count);
         for (int r = 0; r < count; r++)
         {
             int pair = order[start + r];
-            float[]? px = TryPixels(pair);
+            var px = TryPixels(pair);
             for (int t = 0; px is null && t < Options.ReplacementTries; t++)
             {
                 pair = (int)(DataRng.Hash(Options.Seed, (ulong)epoch, ((ulong)k << 20) ^ (ulong)r, (ulong)t) % (ulong)PairCount);
                 px = TryPixels(pair);
             }
-            if (px is not null) rows.Add((pair, px));
+            if (px is { } ok) rows.Add((pair, ok.Pixels, ok.W, ok.H));
         }
         var b = new Batch(rows.Count, s, l, _masker is not null) { Index = k, Epoch = epoch };
         for (int r = 0; r < rows.Count; r++)
         {
-            var (pair, px) = rows[r];
+            var (pair, px, w, h) = rows[r];
             var (img, cap) = _pairs[pair];
-            string caption = _data[img].Captions[cap];
+            var item = _data[img];
+            string caption = item.Captions[cap];
+            b.OriginalSizes[r] = (w, h);
+            b.Phrases[r] = item.Phrases is { } ps && cap < ps.Count ? ps[cap] : null;
             px.CopyTo(b.Pixels(r));
             Tokenizer.Encode(caption, b.Ids(r), b.Mask(r));
             b.PairIndex[r] = pair; b.ImageIndex[r] = img; b.CaptionIndex[r] = cap; b.Captions[r] = caption;
@@ -176,7 +179,7 @@ public sealed class CaptionLoader
         return b;
     }
 
-    float[]? TryPixels(int pair)
+    (float[] Pixels, int W, int H)? TryPixels(int pair)
     {
         var item = _data[_pairs[pair].Image];
         string key = item.Image.Key;
@@ -186,7 +189,7 @@ public sealed class CaptionLoader
             using var img = item.Image.Load(Options.Limits);
             var px = new float[3 * Options.ImageSize * Options.ImageSize];
             ImagePreprocess.ToPixelValues(img, Options.ImageSize, px);
-            return px;
+            return (px, img.Width, img.Height);
         }
         catch (ImageLoadException e)
         {

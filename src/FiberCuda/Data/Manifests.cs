@@ -48,7 +48,7 @@ public static class Manifests
             {
                 stats.Report(DataProblem.BadManifestLine, where, "invalid JSON (" + e.Message.Split('\n')[0] + ")");
             }
-            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            catch (Exception e) when (e is InvalidOperationException or FormatException or KeyNotFoundException or IndexOutOfRangeException)
             {
                 stats.Report(DataProblem.BadManifestLine, where, e.Message);
             }
@@ -222,7 +222,7 @@ public static class Manifests
         foreach (var shard in shardPaths)
         {
             try { ReadShard(shard, items, stats); }
-            catch (Exception e) when (e is InvalidDataException or FormatException or EndOfStreamException or IOException)
+            catch (Exception e) when (e is InvalidDataException or FormatException or EndOfStreamException or IOException or ArgumentException)
             {
                 stats.Report(DataProblem.BadManifestLine, shard, $"unreadable tar ({e.Message}); samples after this point skipped");
             }

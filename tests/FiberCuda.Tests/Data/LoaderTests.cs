@@ -169,3 +169,44 @@ public sealed class CaptionLoaderTests
         Assert.AreEqual("renderer broke", e.Message);
     }
 }
+
+[TestClass]
+public sealed class CaptionDatasetsTests
+{
+    [TestMethod]
+    public void SpecificationsOpenEachFormat()
+    {
+        CollectionAssert.AreEqual(new[] { "s-08.tar", "s-09.tar", "s-10.tar" }, CaptionDatasets.ExpandBraces("s-{08..10}.tar").ToArray());
+        var stats = new DataStats { Log = _ => { } };
+        using var dir = new TempDir();
+        var gen = new SyntheticShapes(4, new SyntheticOptions { ImageSize = 32 });
+        var (train, val) = gen.WriteDataset(dir.Path, 3, 2);
+        var both = CaptionDatasets.Open($"{train};{val};synthetic:4:4:32", stats);
+        Assert.AreEqual(3 + 2 + 4, both.Count);
+        Assert.AreEqual(2, CaptionDatasets.Open(val, stats, splits: new[] { "val" }).Count);
+        Assert.AreEqual(0, CaptionDatasets.Open(val, stats, splits: new[] { "train" }).Count);
+        // synthetic:4:4:32 is scenes 0..3 of the same generator as the folder, so the first captions agree.
+        CollectionAssert.AreEqual(both[0].Captions.ToArray(), both[5].Captions.ToArray());
+    }
+
+    [TestMethod]
+    public void EarlyStopReleasesWorkersAndRowsCarryPhrases()
+    {
+        var data = new SyntheticShapes(9, new SyntheticOptions { ImageSize = 32 }).InMemory(0, 30);
+        var loader = new CaptionLoader(data, CaptionTokenizer.Gpt2Fallback(), new LoaderOptions
+        {
+            BatchSize = 4, ImageSize = 16, MaxTextLength = 24, Workers = 2, PrefetchBatches = 2,
+        });
+        var first = loader.Epoch(0).Take(2).ToList();
+        Assert.AreEqual(2, first.Count);
+        Assert.IsTrue(loader.BatchesBuilt <= 2 + 2);
+        var b = first[0];
+        for (int r = 0; r < b.Size; r++)
+        {
+            Assert.AreEqual((32, 32), b.OriginalSizes[r]);
+            var ps = b.Phrases[r]!;
+            Assert.IsTrue(ps.Count >= 1);
+            foreach (var p in ps) Assert.AreEqual(p.Text, b.Captions[r][p.Start..p.End]);
+        }
+    }
+}

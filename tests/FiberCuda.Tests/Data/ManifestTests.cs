@@ -27,12 +27,13 @@ public sealed class ManifestTests
             """{"image": "e.png", "captions": [1, 2]}""",                          // 7 captions not strings
             """[1, 2, 3]""",                                                       // 8 not an object
             """{"file_name": "sub/f.png", "text": "alt keys"}""",                 // 9 ok
+            """{"image": "g.png", "captions": ["abc"], "phrases": [[{"start": 0}]]}""", // 10 phrase without end/box
         });
         var stats = QuietStats();
         var ds = Manifests.ReadJsonl(path, stats);
         Assert.AreEqual(3, ds.Count);
-        Assert.AreEqual(5, stats.BadManifestLines);
-        foreach (int line in new[] { 4, 5, 6, 7, 8 })
+        Assert.AreEqual(6, stats.BadManifestLines);
+        foreach (int line in new[] { 4, 5, 6, 7, 8, 10 })
             Assert.IsTrue(stats.Recent.Any(m => m.Contains($"{path}:{line}:")), $"line {line} not logged");
         Assert.IsFalse(stats.Recent.Any(m => m.Contains($"{path}:3:")));
         CollectionAssert.AreEqual(new[] { "first", "second" }, ds[1].Captions.ToArray());
@@ -141,5 +142,14 @@ public sealed class ManifestTests
             using var got = ds[i].Image.Load(DecodeLimits.Default);
             CollectionAssert.AreEqual(DataTestUtil.Rgb(expected[i]), DataTestUtil.Rgb(got), $"sample {i}");
         }
+
+        // A shard cut short keeps the samples before the cut and reports the damage instead of throwing.
+        var bytes = File.ReadAllBytes(shard0);
+        string cut = dir.P("cut.tar");
+        File.WriteAllBytes(cut, bytes[..(bytes.Length * 2 / 3 + 100)]);
+        var cutStats = QuietStats();
+        var partial = Manifests.ReadWebDataset(new[] { cut }, cutStats);
+        Assert.IsTrue(partial.Count is >= 1 and <= 2, $"{partial.Count} samples");
+        Assert.IsTrue(cutStats.BadManifestLines >= 1);
     }
 }
