@@ -42,6 +42,16 @@ public sealed class FiberCoarseModel : Module
     }
 
     public FiberConfig Config { get; }
+
+    /// <summary>Whether an official key belongs to this module (not a task head, queue or caption adapter).</summary>
+    public static bool IsBackboneKey(string k) =>
+        (k.StartsWith("vit_model.") || k.StartsWith("text_transformer.") || k.StartsWith("cross_modal_")) && !k.StartsWith("cross_modal_att_layers.");
+
+    /// <summary>Loads the backbone's keys of a full state dict (e.g. <see cref="IO.EngineWeights.Load"/>'s result); head keys
+    /// are left to the heads. Strict within the backbone.</summary>
+    public IO.LoadReport LoadBackbone(IReadOnlyDictionary<string, Tensor> sd, bool strict = true) =>
+        LoadStateDict(sd.Where(kv => IsBackboneKey(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), strict);
+
     public Linear TextTransform { get; }
     public Linear ImageTransform { get; }
     public Linear TextTransformItc { get; }

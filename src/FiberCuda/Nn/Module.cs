@@ -24,6 +24,19 @@ public sealed class NnContext(IBackend backend, DType dtype = DType.F32, ulong s
     public void NextStep(ulong step) => Offset = step << 40;
 
     public static NnContext Cpu(DType dtype = DType.F32) => new(Backends.Backend.Cpu, dtype);
+
+    readonly Dictionary<string, Tensor> _constants = [];
+
+    /// <summary>A constant tensor shared by every module of the model that asks for the same key (shift masks,
+    /// relative-position indices: one per stage, not one per block).</summary>
+    public Tensor Constant(string key, Func<Tensor> make)
+    {
+        lock (_constants)
+        {
+            if (!_constants.TryGetValue(key, out var t)) _constants[key] = t = make();
+            return t;
+        }
+    }
 }
 
 /// <summary>

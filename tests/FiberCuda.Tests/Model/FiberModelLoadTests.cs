@@ -1,0 +1,65 @@
+using FiberCuda.Autograd;
+using FiberCuda.Backends;
+using FiberCuda.IO;
+using FiberCuda.Models;
+using FiberCuda.Nn;
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Tests.Model;
+
+[TestClass]
+public sealed class FiberModelLoadTests
+{
+    static string WeightsFixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "weights", name);
+
+    /// <summary>An official-layout Lightning checkpoint → `fiber convert` → engine file → strict engine load → the model.</summary>
+    [TestMethod]
+    public void LoadsAConvertedOfficialCheckpoint()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "fibercuda-model-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var r = FiberConverter.Convert(new ConvertOptions { Inputs = [WeightsFixture("tiny_coarse.ckpt")] });
+            FiberConverter.Write(r, dir);
+            using var f = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+            var cfg = EngineWeights.ReadConfig(f);
+            var sd = EngineWeights.Load(cfg, f, Backend.Cpu);
+            var m = new FiberCoarseModel(NnContext.Cpu(), cfg);
+            Assert.IsTrue(m.LoadBackbone(sd).Ok);
+            Assert.IsTrue(sd.Keys.Any(k => !FiberCoarseModel.IsBackboneKey(k)), "the file also has heads");
+            using var ck = TorchCheckpoint.Open(WeightsFixture("tiny_coarse.ckpt"));
+            foreach (var (n, p) in m.NamedParameters())
+                CollectionAssert.AreEqual(ck.Read(n).ToFloats(), p.ToFloatArray(), n);
+            m.Eval();
+            using var _ = Grad.NoGrad();
+            var o = m.Forward(Backend.Cpu.FromDoubles(Tests.Support.Check.Rand(3, 2 * 3 * 64 * 64), [2, 3, 64, 64]),
+                new TextBatch([0, 5, 6, 2, 0, 7, 2, 1], [1, 1, 1, 1, 1, 1, 1, 0], 2, 4));
+            Assert.IsTrue(o.ClsFeats.ToFloatArray().All(float.IsFinite));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [TestMethod]
+    public void OptimizerGroupsFollowTheOfficialStringRules()
+    {
+        Assert.AreEqual(FiberLrGroup.CrossModal, FiberParamGroups.GroupOf("vit_model.layers.2.blocks.15.attn.qkv_i2t.weight"));
+        Assert.AreEqual(FiberLrGroup.CrossModal, FiberParamGroups.GroupOf("text_transformer.encoder.layer.3.alpha_t2i"));
+        Assert.AreEqual(FiberLrGroup.CrossModal, FiberParamGroups.GroupOf("cross_modal_image_pooler.dense.bias"));
+        Assert.AreEqual(FiberLrGroup.Head, FiberParamGroups.GroupOf("itm_score.fc.weight"));
+        Assert.AreEqual(FiberLrGroup.Base, FiberParamGroups.GroupOf("text_transformer.encoder.layer.3.attention.self.query.weight"));
+        Assert.IsTrue(FiberParamGroups.NoDecay("vit_model.layers.2.blocks.15.attn.relative_position_bias_table"));
+        Assert.IsTrue(FiberParamGroups.NoDecay("vit_model.layers.0.downsample.norm.weight"));
+        Assert.IsTrue(FiberParamGroups.NoDecay("text_transformer.embeddings.LayerNorm.weight"));
+        Assert.IsFalse(FiberParamGroups.NoDecay("vit_model.layers.2.blocks.15.attn.norm_i2t_i.weight"));
+        Assert.IsFalse(FiberParamGroups.NoDecay("vit_model.layers.3.blocks.0.attn.alpha_i2t"));
+
+        var m = new FiberCoarseModel(NnContext.Cpu(), FiberConfig.Tiny());
+        var groups = FiberParamGroups.Build(m, 1e-5f);
+        Assert.AreEqual(m.Parameters().Count(), groups.Sum(g => g.Params.Count), "every parameter in exactly one group");
+        Assert.AreEqual(m.Parameters().Count(), groups.SelectMany(g => g.Params).Distinct(ReferenceEqualityComparer.Instance).Count());
+        var cross = groups.Single(g => g.Name == "cross_modal/decay");
+        Assert.AreEqual(5e-5f, cross.Lr, 1e-12f);
+        Assert.AreEqual(0f, groups.Single(g => g.Name == "base/no_decay").WeightDecay);
+    }
+}
