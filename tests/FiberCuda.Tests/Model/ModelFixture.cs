@@ -47,11 +47,12 @@ sealed class ModelFixture
     }
 
     /// <summary>A tiny coarse FIBER with the fixture's parameters, eval mode.</summary>
-    public FiberCoarseModel Model(DType dtype)
+    public FiberCoarseModel Model(DType dtype, IBackend? backend = null)
     {
-        var ctx = new NnContext(Backend.Cpu, dtype);
+        var be = backend ?? Backend.Cpu;
+        var ctx = new NnContext(be, dtype);
         var m = new FiberCoarseModel(ctx, Config);
-        var sd = Names("param.").ToDictionary(n => n, n => Tensor("param." + n, Backend.Cpu, dtype));
+        var sd = Names("param.").ToDictionary(n => n, n => Tensor("param." + n, be, dtype));
         m.LoadStateDict(sd);
         m.Eval();
         return m;
