@@ -52,6 +52,9 @@ public sealed class FiberCoarseModel : Module
     public IO.LoadReport LoadBackbone(IReadOnlyDictionary<string, Tensor> sd, bool strict = true) =>
         LoadStateDict(sd.Where(kv => IsBackboneKey(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), strict);
 
+    /// <summary>Loads the backbone straight from a weight file (engine safetensors or an official checkpoint source).</summary>
+    public IO.LoadReport LoadBackbone(IO.IWeightSource src, bool strict = true) => this.LoadFrom(src, strict, IsBackboneKey);
+
     public Linear TextTransform { get; }
     public Linear ImageTransform { get; }
     public Linear TextTransformItc { get; }

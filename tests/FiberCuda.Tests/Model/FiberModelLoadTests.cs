@@ -31,6 +31,12 @@ public sealed class FiberModelLoadTests
             using var ck = TorchCheckpoint.Open(WeightsFixture("tiny_coarse.ckpt"));
             foreach (var (n, p) in m.NamedParameters())
                 CollectionAssert.AreEqual(ck.Read(n).ToFloats(), p.ToFloatArray(), n);
+            // The same straight from the file, reading only the backbone's tensors.
+            var m2 = new FiberCoarseModel(NnContext.Cpu(DType.F64), cfg);
+            Assert.IsTrue(m2.LoadBackbone(f).Ok);
+            foreach (var ((n, p), (_, p2)) in m.NamedParameters().Zip(m2.NamedParameters()))
+                CollectionAssert.AreEqual(p.ToDoubleArray(), p2.ToDoubleArray(), n);
+            Assert.ThrowsExactly<WeightLoadException>(() => m2.LoadFrom(f), "strict without a filter: the heads are unexpected");
             m.Eval();
             using var _ = Grad.NoGrad();
             var o = m.Forward(Backend.Cpu.FromDoubles(Tests.Support.Check.Rand(3, 2 * 3 * 64 * 64), [2, 3, 64, 64]),
