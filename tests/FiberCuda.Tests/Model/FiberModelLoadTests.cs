@@ -46,6 +46,27 @@ public sealed class FiberModelLoadTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>FIBER-B at 384 px (bf16 to halve the ~0.5 GB): every backbone key and shape of the catalog, nothing else.</summary>
+    [TestMethod]
+    public void FiberBHasExactlyTheCatalogsBackbone()
+    {
+        var c = FiberConfig.CoarseB(384);
+        var m = new FiberCoarseModel(NnContext.Cpu(DType.BF16), c);
+        var mine = m.NamedParameters().Select(p => (p.Name, string.Join(",", p.Tensor.Shape))).ToHashSet();
+        var cat = FiberParameters.Enumerate(c).Where(p => FiberCoarseModel.IsBackboneKey(p.Name)).ToList();
+        var want = cat.Where(p => p.Stored).Select(p => (p.Name, string.Join(",", p.Shape))).ToHashSet();
+        Assert.IsTrue(mine.SetEquals(want), $"model only: {string.Join("; ", mine.Except(want).Take(5))} | catalog only: {string.Join("; ", want.Except(mine).Take(5))}");
+        Assert.IsTrue(m.RecomputedBufferNames().ToHashSet().SetEquals(cat.Where(p => !p.Stored).Select(p => p.Name)), "recomputed buffers");
+        Assert.AreEqual(12, m.Swin.Layers[2].Blocks[15].Window);
+        Assert.AreEqual(6, m.Swin.Layers[2].Blocks[15].Shift);
+        Assert.AreEqual(0, m.Swin.Layers[3].Blocks[1].Shift, "stage 4: the window is the whole map");
+        Assert.IsNotNull(m.Swin.Layers[2].Blocks[14].Attn.Alpha);
+        Assert.IsNull(m.Swin.Layers[2].Blocks[13].Attn.Alpha);
+        Assert.AreEqual(512, m.Text.Encoder.Layer[9].Cross!.Self.Key.InFeatures);
+        Assert.AreEqual(1024, m.Text.Encoder.Layer[10].Cross!.Self.Key.InFeatures);
+        foreach (var p in m.Parameters()) p.Dispose();
+    }
+
     [TestMethod]
     public void OptimizerGroupsFollowTheOfficialStringRules()
     {
