@@ -17,6 +17,10 @@
 #endif
 #endif
 
+// Tensor-core / async-copy wrappers (inline PTX, emulated under FIBER_EMULATION); it defines the
+// same fixed-width typedefs behind the same guard.
+#include "ptx.cuh"
+
 #ifndef FIBER_TYPES_DEFINED
 #define FIBER_TYPES_DEFINED
 typedef unsigned int u32;
@@ -307,3 +311,101 @@ template <typename T> __device__ __forceinline__ void row_store(T* r, int C, int
 // Global warp index / count for warp-per-row kernels (1-D blocks, blockDim.x a multiple of 32).
 __device__ __forceinline__ i64 global_warp() { return ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; }
 __device__ __forceinline__ i64 global_warps() { return ((i64)gridDim.x * blockDim.x) >> 5; }
+
+// ---------------------------------------------------------------------------------------------
+// Row groups: TPR lanes (8, 16 or 32) own one row; each lane keeps KP 16-byte packs of it in
+// registers (pack k*TPR + gl, gl = lane % TPR). Requires C % Pack<T>::N == 0 and
+// C <= KP·TPR·N. Sizes are compile-time so the row cache costs exactly the registers it needs
+// (a runtime-sized cache made the compiler keep 32 floats and both load paths live).
+// All lanes of a warp run the same iterations (rows past the end are masked), so the group
+// shuffles always have the full warp.
+// ---------------------------------------------------------------------------------------------
+template <int TPR> __device__ __forceinline__ float group_sum(float v)
+{
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o >>= 1) v += __shfl_xor_sync(FIBER_FULL_MASK, v, o);
+    return v;
+}
+template <int TPR> __device__ __forceinline__ float group_max(float v)
+{
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FIBER_FULL_MASK, v, o));
+    return v;
+}
+
+template <typename T, int KP, int TPR>
+__device__ __forceinline__ void rg_load(const T* row, int C, int gl, bool ok, float (&v)[KP * Pack<T>::N])
+{
+    const int N = Pack<T>::N;
+#pragma unroll
+    for (int k = 0; k < KP; k++)
+    {
+        int c = (k * TPR + gl) * N;
+        if (ok && c < C)
+        {
+            Pack<T> p = load_pack(row + c);
+#pragma unroll
+            for (int j = 0; j < N; j++) v[k * N + j] = to_f(p.v[j]);
+        }
+        else
+        {
+#pragma unroll
+            for (int j = 0; j < N; j++) v[k * N + j] = 0.0f;
+        }
+    }
+}
+
+template <typename T, int KP, int TPR>
+__device__ __forceinline__ void rg_store(T* row, int C, int gl, bool ok, const float (&v)[KP * Pack<T>::N])
+{
+    const int N = Pack<T>::N;
+#pragma unroll
+    for (int k = 0; k < KP; k++)
+    {
+        int c = (k * TPR + gl) * N;
+        if (ok && c < C)
+        {
+            Pack<T> p;
+#pragma unroll
+            for (int j = 0; j < N; j++) p.v[j] = from_f<T>(v[k * N + j]);
+            store_pack(row + c, p);
+        }
+    }
+}
+
+// Per-lane parameters (gamma, beta) for the KP packs a row-group lane owns: the same columns for
+// every row, so kernels load them once, before their row loop. Whole 16-byte loads when the lane's
+// N consecutive parameters span whole packs of P (f32 params for bf16 rows), else scalars.
+template <typename T, typename P, int KP, int TPR>
+__device__ __forceinline__ void rg_params(const P* prm, int C, int gl, float (&o)[KP * Pack<T>::N])
+{
+    const int N = Pack<T>::N;
+#pragma unroll
+    for (int k = 0; k < KP; k++)
+    {
+        int c = (k * TPR + gl) * N;
+        if (c < C)
+        {
+            if constexpr ((N * sizeof(P)) % 16 == 0)
+            {
+#pragma unroll
+                for (int h = 0; h < (int)(N * sizeof(P) / 16); h++)
+                {
+                    Pack<P> pk = load_pack(prm + c + h * Pack<P>::N);
+#pragma unroll
+                    for (int j = 0; j < Pack<P>::N; j++) o[k * N + h * Pack<P>::N + j] = to_f(pk.v[j]);
+                }
+            }
+            else
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) o[k * N + j] = to_f(prm[c + j]);
+            }
+        }
+        else
+        {
+#pragma unroll
+            for (int j = 0; j < N; j++) o[k * N + j] = 0.0f;
+        }
+    }
+}

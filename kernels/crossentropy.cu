@@ -17,6 +17,7 @@ __device__ __forceinline__ void ce_fwd_body(const T* logits, const TI* targets, 
     for (int c = threadIdx.x; c < C; c += blockDim.x)
     {
         float v = to_f(x[c]);
+        if (v == fiber_neg_inf()) continue; // masked: adds 0 (and exp(-inf - -inf) would be NaN)
         if (v > mx) { s = s * expf(mx - v) + 1.0f; mx = v; }
         else s += expf(v - mx);
     }

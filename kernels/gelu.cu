@@ -15,7 +15,8 @@ __device__ __forceinline__ void bias_gelu_fwd_body(const T* x, const P* bias, T*
     for (i64 p = t; p < np; p += stride)
     {
         Pack<T> vx = load_pack(x + p * N), vy;
-        int c0 = (int)((p * N) % C);
+        // Column of the pack: 32-bit math when the index fits (64-bit modulo is slow on the GPU).
+        int c0 = np < 0x7fffffffLL / N ? (int)((u32)(p * N) % (u32)C) : (int)((p * N) % C);
 #pragma unroll
         for (int k = 0; k < N; k++)
         {

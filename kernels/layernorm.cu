@@ -3,8 +3,11 @@
 // ([gridDim.x, 2C] f32: dgamma columns then dbeta columns) that reduce.cu's colsum_partials adds (+=)
 // into dgamma and dbeta.
 // T = dtype of x/residual/y/dy/dx, P = dtype of gamma/beta. mean/rstd are f32.
-// One warp per row. Rows of ≤ 1024 elements live in registers (one global read per input, one write
-// per output); longer rows take a scalar path that re-reads the row (from L1/L2).
+// Two kinds of kernel (CudaBackend picks):
+//   * _k<KP>t<TPR> fast paths, for rows of whole 16-byte packs up to 1024 elements: TPR lanes per
+//     row, KP packs per lane held in registers — one global read per input, one write per output.
+//   * the generic kernels (any C): one warp per row; rows of ≤ 1024 elements are cached as scalars
+//     in registers, longer rows take a path that re-reads the row (from L1/L2).
 // With a residual, s = round_T(x + residual) is written to residualOut and is what gets normalised,
 // so the backward (which receives the stored s) sees exactly what the forward used.
 #include "common.cuh"
@@ -14,7 +17,9 @@ __device__ __forceinline__ void ln_fwd_body(const T* x, const T* res, const P* g
                                             T* y, T* resout, float* mean, float* rstd, i64 rows, int C)
 {
     const int lane = threadIdx.x & 31;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     const float invC = 1.0f / (float)C;
     for (i64 r = global_warp(); r < rows; r += global_warps())
     {
@@ -72,13 +77,19 @@ __device__ __forceinline__ void ln_fwd_body(const T* x, const T* res, const P* g
 // Block = W warps; dynamic shared memory W·2C floats: each warp accumulates dgamma|dbeta for the
 // rows it visits in its own slice (within a warp every column has one owning lane, so no atomics),
 // then the slices are folded in warp order into partial[blockIdx.x] — deterministic.
+// In the packed layout a lane owns N consecutive columns, so column c lives at slot
+// (c % N)·(C/N) + c/N: the lanes of a warp then touch consecutive words (no bank conflicts).
+__device__ __forceinline__ int ln_slot(int c, int C, int N, bool vec) { return vec ? (c % N) * (C / N) + c / N : c; }
+
 template <typename T, typename P>
 __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const float* mean, const float* rstd,
                                             const T* dy, T* dx, float* partial, i64 rows, int C)
 {
     FIBER_DYNAMIC_SMEM(float, acc_all)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, W = blockDim.x >> 5;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     const float invC = 1.0f / (float)C;
     float* accg = acc_all + (i64)w * 2 * C;
     float* accb = accg + C;
@@ -103,8 +114,9 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
                     float xh = (vs[k] - m) * rs;
                     float dxh = vd[k] * to_f(gamma[c]);
                     a += dxh; b += dxh * xh;
-                    accg[c] += vd[k] * xh;
-                    accb[c] += vd[k];
+                    int sl = ln_slot(c, C, Pack<T>::N, vec);
+                    accg[sl] += vd[k] * xh;
+                    accb[sl] += vd[k];
                 }
             }
             a = warp_sum(a) * invC; b = warp_sum(b) * invC;
@@ -144,16 +156,154 @@ __device__ __forceinline__ void ln_bwd_body(const T* s, const P* gamma, const fl
         }
     }
     __syncthreads();
+    // The register path used packed slots; the long-row path plain columns.
+    const bool slotted = vec && C <= FIBER_ROW_CACHE;
     float* out = partial + (i64)blockIdx.x * 2 * C;
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x)
     {
+        int c = i < C ? i : i - C;
+        int src = (i < C ? 0 : C) + (slotted ? ln_slot(c, C, Pack<T>::N, true) : c);
         float t = 0.0f;
-        for (int j = 0; j < W; j++) t += acc_all[(i64)j * 2 * C + i];
+        for (int j = 0; j < W; j++) t += acc_all[(i64)j * 2 * C + src];
         out[i] = t;
     }
 }
 
 
+
+// ---------------------------------------------------------------------------------------------
+// Fast paths (CudaBackend picks them when C % Pack<T>::N == 0 and the row fits KP·TPR packs):
+// compile-time row groups (common.cuh), one global read per input and one write per output.
+// ---------------------------------------------------------------------------------------------
+template <typename T, typename P, int KP, int TPR>
+__device__ __forceinline__ void ln_fwd_fast(const T* x, const T* res, const P* gamma, const P* beta, float eps,
+                                            T* y, T* resout, float* mean, float* rstd, i64 rows, int C)
+{
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const float invC = 1.0f / (float)C;
+    float gv[E], bv[E];
+    rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
+    rg_params<T, P, KP, TPR>(beta, C, gl, bv);
+    for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
+    {
+        const i64 r = base + lane / TPR;
+        const bool ok = r < rows;
+        const i64 off = ok ? r * C : 0;
+        float v[E];
+        rg_load<T, KP, TPR>(x + off, C, gl, ok, v);
+        if (res)
+        {
+            float w[E];
+            rg_load<T, KP, TPR>(res + off, C, gl, ok, w);
+#pragma unroll
+            for (int e = 0; e < E; e++) v[e] = to_f(from_f<T>(v[e] + w[e]));
+            rg_store<T, KP, TPR>(resout + off, C, gl, ok, v);
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) s += v[e];
+        const float m = group_sum<TPR>(s) * invC;
+        float q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) { float d = v[k * N + j] - m; q += d * d; }
+            }
+        const float rs = 1.0f / sqrtf(group_sum<TPR>(q) * invC + eps);
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+        {
+            int c = (k * TPR + gl) * N;
+            if (c < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) v[k * N + j] = (v[k * N + j] - m) * rs * gv[k * N + j] + bv[k * N + j];
+            }
+        }
+        rg_store<T, KP, TPR>(y + off, C, gl, ok, v);
+        if (ok && gl == 0) { mean[r] = m; rstd[r] = rs; }
+    }
+}
+
+// Block of G = blockDim.x/TPR row groups; dynamic shared memory G·2C floats, one dgamma|dbeta slice
+// per group, in the conflict-free slot order of ln_slot; folded in group order (deterministic).
+template <typename T, typename P, int KP, int TPR>
+__device__ __forceinline__ void ln_bwd_fast(const T* s, const P* gamma, const float* mean, const float* rstd,
+                                            const T* dy, T* dx, float* partial, i64 rows, int C)
+{
+    FIBER_DYNAMIC_SMEM(float, acc_all)
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const int G = blockDim.x / TPR, grp = threadIdx.x / TPR;
+    const int CN = C / N;
+    const float invC = 1.0f / (float)C;
+    float* accg = acc_all + (i64)grp * 2 * C;
+    float* accb = accg + C;
+    float gv[E];
+    rg_params<T, P, KP, TPR>(gamma, C, gl, gv);
+    for (int i = threadIdx.x; i < G * 2 * C; i += blockDim.x) acc_all[i] = 0.0f;
+    __syncthreads();
+    const i64 warpsTotal = (i64)gridDim.x * (blockDim.x >> 5);
+    const i64 warp = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    for (i64 base = warp * RPW; base < rows; base += warpsTotal * RPW)
+    {
+        const i64 r = base + lane / TPR;
+        const bool ok = r < rows;
+        const i64 off = ok ? r * C : 0;
+        float vs[E], vd[E], vx[E];
+        rg_load<T, KP, TPR>(s + off, C, gl, ok, vs);
+        rg_load<T, KP, TPR>(dy + off, C, gl, ok, vd);
+        rg_load<T, KP, TPR>((const T*)dx + off, C, gl, ok, vx);
+        const float m = ok ? mean[r] : 0.0f, rs = ok ? rstd[r] : 0.0f;
+        float a = 0.0f, b = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+        {
+            int p = k * TPR + gl, c = p * N;
+            if (c < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++)
+                {
+                    float xh = (vs[k * N + j] - m) * rs;
+                    float dxh = vd[k * N + j] * gv[k * N + j];
+                    a += dxh; b += dxh * xh;
+                    if (ok) { accg[j * CN + p] += vd[k * N + j] * xh; accb[j * CN + p] += vd[k * N + j]; }
+                }
+            }
+        }
+        a = group_sum<TPR>(a) * invC; b = group_sum<TPR>(b) * invC;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+        {
+            int c = (k * TPR + gl) * N;
+            if (c < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++)
+                {
+                    float xh = (vs[k * N + j] - m) * rs;
+                    float dxh = vd[k * N + j] * gv[k * N + j];
+                    vx[k * N + j] += rs * (dxh - a - xh * b);
+                }
+            }
+        }
+        rg_store<T, KP, TPR>(dx + off, C, gl, ok, vx);
+    }
+    __syncthreads();
+    float* out = partial + (i64)blockIdx.x * 2 * C;
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x)
+    {
+        int c = i < C ? i : i - C;
+        int src = (i < C ? 0 : C) + (c % N) * CN + c / N;
+        float t = 0.0f;
+        for (int g = 0; g < G; g++) t += acc_all[(i64)g * 2 * C + src];
+        out[i] = t;
+    }
+}
 
 extern "C" __global__ void layernorm_fwd_f32_f32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
     float* y, float* resout, float* mean, float* rstd, long long rows, int C)
@@ -182,3 +332,173 @@ extern "C" __global__ void layernorm_fwd_bf16_bf16(const bf16* x, const bf16* re
 extern "C" __global__ void layernorm_bwd_bf16_bf16(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
     const bf16* dy, bf16* dx, float* partial, long long rows, int C)
 { ln_bwd_body(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+
+// Fast-path instantiations: _k<KP>t<TPR> (see CudaBackend.RowVariant).
+extern "C" __global__ void layernorm_fwd_f32_f32_k1t8(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k1t8(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k1t16(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k1t16(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k1t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k1t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k2t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k2t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k3t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k3t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k4t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k4t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k6t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 6, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k6t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 6, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_f32_k8t32(const float* x, const float* res, const float* gamma, const float* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, float, 8, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_f32_k8t32(const float* s, const float* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, float, 8, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k1t8(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k1t8(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k1t16(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k1t16(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k1t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k1t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k2t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k2t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k3t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k3t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k4t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k4t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k6t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 6, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k6t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 6, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_f32_bf16_k8t32(const float* x, const float* res, const bf16* gamma, const bf16* beta, float eps,
+    float* y, float* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<float, bf16, 8, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_f32_bf16_k8t32(const float* s, const bf16* gamma, const float* mean, const float* rstd,
+    const float* dy, float* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<float, bf16, 8, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k1t8(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k1t8(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k1t16(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k1t16(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k1t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k1t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k2t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k2t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k3t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k3t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_f32_k4t32(const bf16* x, const bf16* res, const float* gamma, const float* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, float, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_f32_k4t32(const bf16* s, const float* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, float, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t8(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 8>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t8(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 8>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t16(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 16>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t16(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 16>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k1t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 1, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k1t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 1, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k2t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 2, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k2t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 2, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k3t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 3, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k3t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 3, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }
+extern "C" __global__ void layernorm_fwd_bf16_bf16_k4t32(const bf16* x, const bf16* res, const bf16* gamma, const bf16* beta, float eps,
+    bf16* y, bf16* resout, float* mean, float* rstd, long long rows, int C)
+{ ln_fwd_fast<bf16, bf16, 4, 32>(x, res, gamma, beta, eps, y, resout, mean, rstd, rows, C); }
+extern "C" __global__ void layernorm_bwd_bf16_bf16_k4t32(const bf16* s, const bf16* gamma, const float* mean, const float* rstd,
+    const bf16* dy, bf16* dx, float* partial, long long rows, int C)
+{ ln_bwd_fast<bf16, bf16, 4, 32>(s, gamma, mean, rstd, dy, dx, partial, rows, C); }

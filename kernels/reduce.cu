@@ -5,16 +5,24 @@
 // T = dtype of the big input; small outputs take a run-time dtype code (0 = f32, 1 = bf16).
 #include "common.cuh"
 
-// y[c] (+)= Σ_r partial[r·ld + c] for c < C.
+// y[c] (+)= Σ_r partial[r·ld + c] for c < C. Block (32, ≤32), grid ceil(C/32): threadIdx.y splits
+// the R partial rows (reads stay coalesced along c), then the row-group sums fold in a fixed order.
 extern "C" __global__ void colsum_partials(const float* partial, long long R, long long ld, int C, void* y, int ydt,
                                            int accumulate)
 {
-    FIBER_GRID_LOOP(c, C)
+    __shared__ float sm[32][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (c < C)
+        for (i64 r = threadIdx.y; r < R; r += blockDim.y) s += partial[r * ld + c];
+    sm[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C)
     {
-        float s = 0.0f;
-        for (i64 r = 0; r < R; r++) s += partial[r * ld + c];
-        if (accumulate) s += load_dyn(y, c, ydt);
-        store_dyn(y, c, ydt, s);
+        float t = 0.0f;
+        for (int j = 0; j < (int)blockDim.y; j++) t += sm[j][threadIdx.x];
+        if (accumulate) t += load_dyn(y, c, ydt);
+        store_dyn(y, c, ydt, t);
     }
 }
 

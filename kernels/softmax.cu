@@ -1,14 +1,19 @@
 // softmax.cu — y = softmax(scale·x) over the last dim, and its backward.
 // Gradient convention: dx += scale·y·(dy − Σ dy·y).
-// T = dtype of every tensor (f32 or bf16). One warp per row; rows of ≤ 1024 elements stay in
-// registers, longer rows use an online max/sum pass and a write pass.
+// A row that is entirely −inf (fully masked) gives all zeros, as on the CPU.
+// T = dtype of every tensor (f32 or bf16). Like layernorm.cu: _k<KP>t<TPR> fast kernels for rows of
+// whole 16-byte packs up to 1024 elements (row in registers, TPR lanes per row); generic kernels
+// otherwise (one warp per row; scalar register cache up to 1024 elements, else an online max/sum
+// pass and a write pass).
 #include "common.cuh"
 
 template <typename T>
 __device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, i64 rows, int C)
 {
     const int lane = threadIdx.x & 31;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     for (i64 r = global_warp(); r < rows; r += global_warps())
     {
         const i64 off = r * C;
@@ -20,13 +25,14 @@ __device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, 
 #pragma unroll
             for (int k = 0; k < 32; k++) if (row_col<T>(k, lane, vec) < C) mx = fmaxf(mx, v[k] * scale);
             mx = warp_max(mx);
+            if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
             float s = 0.0f;
 #pragma unroll
             for (int k = 0; k < 32; k++)
             {
                 if (row_col<T>(k, lane, vec) < C) { v[k] = expf(v[k] * scale - mx); s += v[k]; }
             }
-            float inv = 1.0f / warp_sum(s);
+            float tot = warp_sum(s), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
 #pragma unroll
             for (int k = 0; k < 32; k++) v[k] *= inv;
             row_store(y + off, C, lane, vec, v);
@@ -37,12 +43,14 @@ __device__ __forceinline__ void softmax_fwd_body(const T* x, T* y, float scale, 
             for (int c = lane; c < C; c += 32)
             {
                 float v = to_f(x[off + c]) * scale;
+                if (v == fiber_neg_inf()) continue; // masked: adds 0 (and exp(-inf - -inf) would be NaN)
                 if (v > mx) { s = s * expf(mx - v) + 1.0f; mx = v; }
                 else s += expf(v - mx);
             }
             float M = warp_max(mx);
+            if (M == fiber_neg_inf()) M = 0.0f;
             s = (mx == fiber_neg_inf()) ? 0.0f : s * expf(mx - M);
-            float inv = 1.0f / warp_sum(s);
+            float tot = warp_sum(s), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
             for (int c = lane; c < C; c += 32) y[off + c] = from_f<T>(expf(to_f(x[off + c]) * scale - M) * inv);
         }
     }
@@ -52,7 +60,9 @@ template <typename T>
 __device__ __forceinline__ void softmax_bwd_body(const T* y, const T* dy, float scale, T* dx, i64 rows, int C)
 {
     const int lane = threadIdx.x & 31;
-    const bool vec = (C % Pack<T>::N) == 0;
+    // Rows of whole packs up to 1024 elements take the _k*t* fast kernels, so this generic path
+    // caches scalars only (a runtime pack/scalar choice doubled its register use).
+    const bool vec = false;
     for (i64 r = global_warp(); r < rows; r += global_warps())
     {
         const i64 off = r * C;
@@ -83,6 +93,70 @@ __device__ __forceinline__ void softmax_bwd_body(const T* y, const T* dy, float 
 
 
 
+// ---------------------------------------------------------------------------------------------
+// Fast paths (CudaBackend picks them when C % Pack<T>::N == 0 and the row fits KP·TPR packs).
+// ---------------------------------------------------------------------------------------------
+template <typename T, int KP, int TPR>
+__device__ __forceinline__ void softmax_fwd_fast(const T* x, T* y, float scale, i64 rows, int C)
+{
+    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
+    {
+        const i64 r = base + lane / TPR;
+        const bool ok = r < rows;
+        const i64 off = ok ? r * C : 0;
+        float v[E];
+        rg_load<T, KP, TPR>(x + off, C, gl, ok, v);
+        float mx = fiber_neg_inf();
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) mx = fmaxf(mx, v[k * N + j] * scale);
+            }
+        mx = group_max<TPR>(mx);
+        if (mx == fiber_neg_inf()) mx = 0.0f; // a fully masked row: exp gives 0s, not NaN
+        float sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KP; k++)
+            if ((k * TPR + gl) * N < C)
+            {
+#pragma unroll
+                for (int j = 0; j < N; j++) { float e = expf(v[k * N + j] * scale - mx); v[k * N + j] = e; sum += e; }
+            }
+        const float tot = group_sum<TPR>(sum), inv = tot > 0.0f ? 1.0f / tot : 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] *= inv;
+        rg_store<T, KP, TPR>(y + off, C, gl, ok, v);
+    }
+}
+
+template <typename T, int KP, int TPR>
+__device__ __forceinline__ void softmax_bwd_fast(const T* y, const T* dy, float scale, T* dx, i64 rows, int C)
+{
+    const int E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    for (i64 base = global_warp() * RPW; base < rows; base += global_warps() * RPW)
+    {
+        const i64 r = base + lane / TPR;
+        const bool ok = r < rows;
+        const i64 off = ok ? r * C : 0;
+        float vy[E], vd[E], vx[E];
+        rg_load<T, KP, TPR>(y + off, C, gl, ok, vy);
+        rg_load<T, KP, TPR>(dy + off, C, gl, ok, vd);
+        rg_load<T, KP, TPR>((const T*)dx + off, C, gl, ok, vx);
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) s += vy[e] * vd[e];
+        s = group_sum<TPR>(s);
+#pragma unroll
+        for (int e = 0; e < E; e++) vx[e] += scale * vy[e] * (vd[e] - s);
+        rg_store<T, KP, TPR>(dx + off, C, gl, ok, vx);
+    }
+}
+
 extern "C" __global__ void softmax_fwd_f32(const float* x, float* y, float scale, long long rows, int C)
 { softmax_fwd_body(x, y, scale, rows, C); }
 extern "C" __global__ void softmax_bwd_f32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
@@ -92,3 +166,61 @@ extern "C" __global__ void softmax_fwd_bf16(const bf16* x, bf16* y, float scale,
 { softmax_fwd_body(x, y, scale, rows, C); }
 extern "C" __global__ void softmax_bwd_bf16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
 { softmax_bwd_body(y, dy, scale, dx, rows, C); }
+
+// Fast-path instantiations: _k<KP>t<TPR> (see CudaBackend.RowVariant).
+extern "C" __global__ void softmax_fwd_f32_k1t8(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 8>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k1t8(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 1, 8>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k1t16(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 16>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k1t16(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 1, 16>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k1t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 1, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k1t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 1, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k2t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 2, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k2t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 2, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k3t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 3, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k3t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 3, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k4t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 4, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k4t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 4, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k6t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 6, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k6t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 6, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_f32_k8t32(const float* x, float* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<float, 8, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_f32_k8t32(const float* y, const float* dy, float scale, float* dx, long long rows, int C)
+{ softmax_bwd_fast<float, 8, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_bf16_k1t8(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 8>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16_k1t8(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_fast<bf16, 1, 8>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_bf16_k1t16(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 16>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16_k1t16(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_fast<bf16, 1, 16>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_bf16_k1t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 1, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16_k1t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_fast<bf16, 1, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_bf16_k2t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 2, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16_k2t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_fast<bf16, 2, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_bf16_k3t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 3, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16_k3t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_fast<bf16, 3, 32>(y, dy, scale, dx, rows, C); }
+extern "C" __global__ void softmax_fwd_bf16_k4t32(const bf16* x, bf16* y, float scale, long long rows, int C)
+{ softmax_fwd_fast<bf16, 4, 32>(x, y, scale, rows, C); }
+extern "C" __global__ void softmax_bwd_bf16_k4t32(const bf16* y, const bf16* dy, float scale, bf16* dx, long long rows, int C)
+{ softmax_bwd_fast<bf16, 4, 32>(y, dy, scale, dx, rows, C); }

@@ -4,13 +4,14 @@
 //     g++ -std=c++17 -O2 -shared -fPIC -pthread -DFIBER_EMULATION -include kernels/emu/cuda_emu.h x.cu
 // and the same source that NVRTC compiles for the GPU becomes a shared library. EmuCompiler.cs adds
 // one C entry point per kernel, `int fiber_emu_launch_NAME(const emu_launch*, void** args)`, that
-// calls fiber_emu::launch(NAME, cfg, args) below.
+// calls fiber_emu::launch(NAME, cfg, args, "NAME") below and returns 0 or 1 (message in cfg->err).
+// Platform: x86-64 Linux/glibc (the fiber context switch is x86-64 assembly).
 //
 // Model
-//   * A launch runs its blocks on a pool of OS threads (hardware_concurrency, or FIBER_EMU_WORKERS).
+//   * A launch runs its blocks on a pool of OS threads (the CPUs this process may use, or FIBER_EMU_WORKERS).
 //     A worker runs one block at a time; the block's threads are user-mode fibers on that worker,
 //     under one cooperative scheduler: a thread runs until it reaches __syncthreads, a warp
-//     collective or its end, then the next runnable thread runs (round robin, thread-index order).
+//     collective or its end, then the next runnable thread runs (see the resume order below).
 //   * `__shared__` is `static thread_local`: one worker runs one block at a time, so a worker's
 //     thread-local copy is exactly the running block's shared memory. Nothing is zeroed between
 //     blocks (as on the GPU). Dynamic shared memory (emu_dynamic_smem) is filled with 0xFF bytes
@@ -26,6 +27,11 @@
 //   * Atomics are real host atomics, so they are atomic across blocks running on different workers.
 //   * cp.async (ptx.cuh) is deferred: copies are performed when a cp.async.wait_group that covers
 //     them runs (or the thread ends), so reading the destination before waiting sees stale data.
+//   * The order in which runnable threads resume (at the start and after each barrier or warp
+//     collective) is thread-index order by default; a launch can ask for reverse or pseudo-random
+//     order instead (EmulatedDevice.Schedule / FIBER_EMU_SCHEDULE). Running a kernel's tests in more
+//     than one order exposes most missing __syncthreads/__syncwarp bugs: in forward order a thread
+//     runs ahead of all higher-indexed threads, in reverse order behind them.
 //   * Launch checks: block dims (x,y <= 1024, z <= 64, x*y*z <= 1024), grid dims, and the dynamic
 //     shared memory size (<= the kernel's configured maximum and <= 227 KB) fail the launch with a
 //     message the C# side throws.
@@ -35,19 +41,23 @@
 //     register limits, __launch_bounds__ (ignored), static shared-memory limits;
 //   * the memory model: no lack of ordering and no races between blocks beyond what the host CPU
 //     does; within a block, fibers are sequential, so a missing __syncthreads between a write and
-//     another thread's read is only caught if the scheduling order happens to expose it (a thread
-//     runs until its next barrier/collective, so most write→read-by-another-thread-without-barrier
-//     bugs do show);
+//     another thread's read is only caught if the resume order exposes it (a thread runs until its
+//     next barrier/collective, so running in forward and in reverse order shows most such bugs);
 //   * warp-synchronous code that relies on lockstep execution without __syncwarp (pre-Volta idiom);
+//   * preemption: threads are cooperative, so spinning on a value another thread of the same block
+//     is to write (without a barrier or collective in the loop) never ends;
 //   * the exact warp scheduling order, independent thread scheduling, divergence: __activemask()
-//     returns all non-exited lanes of the warp, even inside a divergent branch;
+//     waits for all non-exited lanes of the warp and returns them, even inside a divergent branch
+//     (where other lanes waiting in a different warp collective make it an error);
 //   * reading a shuffle source lane that exited, does not exist or is outside the mask (undefined on
 //     the GPU) returns all-ones bits: NaN as float/double, -1 as an integer;
 //   * async-copy overlap, L1/L2 cache hints (__ldg/__ldcs... are plain loads), texture/surface memory,
 //     cooperative groups, grid sync, dynamic parallelism, `extern __shared__` (use FIBER_DYNAMIC_SMEM),
 //     __CUDA_ARCH__ (not defined: device-only code paths must be guarded by FIBER_EMULATION);
-//   * out-of-bounds accesses are not checked (they crash the host process or corrupt memory), nor is
-//     fiber stack overflow beyond a guard page (FIBER_EMU_STACK_KB, default 128 KB per thread).
+//   * out-of-bounds accesses are not checked: they corrupt memory or crash the host process (a SIGSEGV
+//     handler first prints the kernel, block and thread, or "fiber stack overflow" for a hit on a
+//     fiber's guard page — FIBER_EMU_STACK_KB, default 128 KB per thread; FIBER_EMU_NO_CRASH_HANDLER=1
+//     leaves signal handlers alone).
 //   * Anything not declared here fails to compile — there is deliberately no catch-all.
 //
 // Dynamic shared memory macro (kernels/common.cuh):
@@ -71,6 +81,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <utility>
@@ -87,6 +99,8 @@ struct emu_launch
     unsigned long long max_dyn_smem;  // the kernel's configured maximum (cudaFuncAttributeMaxDynamicSharedMemorySize)
     char* err;                        // message buffer for a failed launch
     unsigned long long err_cap;
+    unsigned schedule;                // order in which runnable threads resume: 0 forward, 1 reverse, 2 random
+    unsigned seed;                    // for the random order (mixed with the block index)
 };
 }
 
@@ -153,7 +167,7 @@ struct AsyncCopy
     unsigned bytes, src_bytes;
     unsigned long long group;
 };
-enum { MAX_ASYNC_COPIES = 128 };
+enum { MAX_ASYNC_COPIES = 128, RUNQ_CAP = 1024 };
 
 struct Fiber
 {
@@ -168,7 +182,7 @@ struct Fiber
     const char* coll_name;
     unsigned long long async_group;  // number of cp.async.commit_group so far
     int n_async;
-    AsyncCopy async[MAX_ASYNC_COPIES];
+    AsyncCopy* async;                // MAX_ASYNC_COPIES slots (kept out of line: Fiber stays small)
 };
 
 struct Job
@@ -178,6 +192,8 @@ struct Job
     dim3 grid, block;
     unsigned long long dyn_smem;
     unsigned long long nblocks;
+    unsigned schedule, seed;
+    const char* name;
     unsigned long long next;  // atomic
     int failed;               // atomic
     char err[1024];
@@ -188,9 +204,13 @@ struct Worker
     void* sched_sp;
     Fiber* cur;
     Fiber* fibers;
-    unsigned* runq;
+    unsigned* runq;                  // ring of RUNQ_CAP fiber indices; a fiber is queued at most once
     unsigned qhead, qtail, n;
     unsigned bar_arrived;
+    unsigned warp_waiting[32], warp_done[32];  // lanes in a warp collective / exited, per warp
+    unsigned* scratch;                         // RUNQ_CAP fiber indices
+    unsigned schedule;
+    unsigned long long rng;
     char* stacks;
     size_t stack_size;
     unsigned char* dyn;
@@ -219,8 +239,9 @@ extern "C" void fiber_emu_entry() __attribute__((visibility("hidden")));
 extern "C" void fiber_emu_fiber_main(fiber_emu::Fiber* f) __attribute__((visibility("hidden"), noreturn, used));
 
 #if defined(__x86_64__)
-// Saves the callee-saved registers plus MXCSR and the x87 control word on the current stack, stores
-// the stack pointer in *save_sp, and resumes the context whose stack pointer is new_sp.
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save_sp, and
+// resumes the context whose stack pointer is new_sp. MXCSR and the x87 control word are not switched:
+// every fiber runs with the worker's (kernels cannot change rounding modes on the GPU either).
 __asm__(
     ".text\n"
     ".globl fiber_emu_switch\n"
@@ -233,14 +254,8 @@ __asm__(
     "  pushq %r13\n"
     "  pushq %r14\n"
     "  pushq %r15\n"
-    "  subq $8, %rsp\n"
-    "  stmxcsr (%rsp)\n"
-    "  fnstcw 4(%rsp)\n"
     "  movq %rsp, (%rdi)\n"
     "  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n"
-    "  fldcw 4(%rsp)\n"
-    "  addq $8, %rsp\n"
     "  popq %r15\n"
     "  popq %r14\n"
     "  popq %r13\n"
@@ -264,23 +279,19 @@ __asm__(
 namespace fiber_emu {
 
 // A fresh fiber's stack looks like a suspended fiber_emu_switch whose return address is fiber_emu_entry
-// and whose saved r12 is the fiber.
+// and whose saved r12 is the fiber. After the pops and the ret, rsp = top - 16 is 16-byte aligned, so
+// the call in fiber_emu_entry gives fiber_emu_fiber_main the ABI's entry alignment.
 static inline void init_fiber_stack(Fiber* f, char* stack_top)
 {
     unsigned long long top = ((unsigned long long)stack_top) & ~15ull;
-    unsigned long long* sp = (unsigned long long*)(top - 16 - 64);
-    unsigned mxcsr = 0x1F80;
-    unsigned short fcw = 0x037F;
-    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ volatile("fnstcw %0" : "=m"(fcw));
-    sp[0] = (unsigned long long)mxcsr | ((unsigned long long)fcw << 32);
-    sp[1] = 0;                          // r15
-    sp[2] = 0;                          // r14
-    sp[3] = 0;                          // r13
-    sp[4] = (unsigned long long)f;      // r12
-    sp[5] = 0;                          // rbx
-    sp[6] = 0;                          // rbp
-    sp[7] = (unsigned long long)&fiber_emu_entry;
+    unsigned long long* sp = (unsigned long long*)(top - 16 - 56);
+    sp[0] = 0;                          // r15
+    sp[1] = 0;                          // r14
+    sp[2] = 0;                          // r13
+    sp[3] = (unsigned long long)f;      // r12
+    sp[4] = 0;                          // rbx
+    sp[5] = 0;                          // rbp
+    sp[6] = (unsigned long long)&fiber_emu_entry;
     f->sp = sp;
 }
 
@@ -384,22 +395,43 @@ static inline void warp_collective(unsigned mask, CollectiveFn fn, void* data, c
 static inline void push_runnable(Worker* w, Fiber* f)
 {
     f->state = RUNNABLE;
-    w->runq[w->qtail % w->n] = f->linear;
+    w->runq[w->qtail & (RUNQ_CAP - 1)] = f->linear;
     w->qtail++;
 }
 
+enum : unsigned { SCHEDULE_FORWARD = 0, SCHEDULE_REVERSE = 1, SCHEDULE_RANDOM = 2 };
+
+// Queues the fibers idx[0..k) (given in thread-index order) in the launch's schedule order.
+static void push_ordered(Worker* w, unsigned* idx, unsigned k)
+{
+    if (w->schedule == SCHEDULE_REVERSE)
+    {
+        for (unsigned i = k; i-- > 0;) push_runnable(w, &w->fibers[idx[i]]);
+        return;
+    }
+    if (w->schedule == SCHEDULE_RANDOM)
+        for (unsigned i = k; i > 1; i--)
+        {
+            w->rng ^= w->rng << 13;
+            w->rng ^= w->rng >> 7;
+            w->rng ^= w->rng << 17;
+            unsigned j = (unsigned)(w->rng % i), t = idx[i - 1];
+            idx[i - 1] = idx[j];
+            idx[j] = t;
+        }
+    for (unsigned i = 0; i < k; i++) push_runnable(w, &w->fibers[idx[i]]);
+}
+
 // Completes every collective of warp `warp` whose participants have all arrived. Returns false on error.
-static bool try_complete_warp(Worker* w, unsigned warp)
+// `arrived` is the fiber that just arrived at a collective, or null when a lane just exited.
+static bool try_complete_warp(Worker* w, unsigned warp, Fiber* arrived)
 {
     unsigned base = warp * 32, count = w->n - base < 32 ? w->n - base : 32;
     unsigned exists = count == 32 ? 0xffffffffu : ((1u << count) - 1u);
-    unsigned done = 0, waiting = 0;
-    for (unsigned l = 0; l < count; l++)
-    {
-        int s = w->fibers[base + l].state;
-        if (s == DONE) done |= 1u << l;
-        else if (s == AT_WARP) waiting |= 1u << l;
-    }
+    unsigned done = w->warp_done[warp], waiting = w->warp_waiting[warp];
+    // Fast path: some lane the new arrival needs has not reached any collective yet.
+    if (arrived && ((arrived->coll_mask & exists & ~done) & ~waiting)) return true;
+    if (!waiting) return true;
     while (waiting)
     {
         unsigned first = __builtin_ctz(waiting);
@@ -434,8 +466,11 @@ static bool try_complete_warp(Worker* w, unsigned warp)
                      w->block_idx.y, w->block_idx.z, warp, w->fibers[base + first].coll_name, err);
             return false;
         }
+        unsigned idx[32], k = 0;
         for (unsigned l = 0; l < count; l++)
-            if ((same >> l) & 1u) push_runnable(w, &w->fibers[base + l]);
+            if ((same >> l) & 1u) idx[k++] = base + l;
+        push_ordered(w, idx, k);
+        w->warp_waiting[warp] &= ~same;
     }
     return true;
 }
@@ -454,8 +489,9 @@ static void release_barrier(Worker* w)
     {
         Fiber* f = &w->fibers[i];
         f->bar_value = f->bar_op == BAR_COUNT ? count : f->bar_op == BAR_AND ? all : f->bar_op == BAR_OR ? any : 0;
-        push_runnable(w, f);
+        w->scratch[i] = i;
     }
+    push_ordered(w, w->scratch, w->n);
     w->bar_arrived = 0;
 }
 
@@ -495,7 +531,10 @@ static void ensure_worker_memory(Worker* w, unsigned nthreads, unsigned long lon
     if (!w->fibers)
     {
         w->fibers = (Fiber*)calloc(1024, sizeof(Fiber));
-        w->runq = (unsigned*)calloc(1024, sizeof(unsigned));
+        w->runq = (unsigned*)calloc(RUNQ_CAP, sizeof(unsigned));
+        w->scratch = (unsigned*)calloc(RUNQ_CAP, sizeof(unsigned));
+        AsyncCopy* copies = (AsyncCopy*)calloc((size_t)1024 * MAX_ASYNC_COPIES, sizeof(AsyncCopy));
+        for (unsigned i = 0; i < 1024; i++) w->fibers[i].async = copies + (size_t)i * MAX_ASYNC_COPIES;
         size_t kb = 128;
         if (const char* s = getenv("FIBER_EMU_STACK_KB")) { long v = atol(s); if (v >= 16) kb = (size_t)v; }
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -531,6 +570,11 @@ static bool run_block(Worker* w, unsigned long long b)
     w->qhead = w->qtail = 0;
     w->bar_arrived = 0;
     w->failed = 0;
+    memset(w->warp_waiting, 0, sizeof w->warp_waiting);
+    memset(w->warp_done, 0, sizeof w->warp_done);
+    w->schedule = job->schedule;
+    w->rng = (job->seed + 1) * 0x9E3779B97F4A7C15ull ^ (b + 1) * 0xBF58476D1CE4E5B9ull;
+    if (!w->rng) w->rng = 1;
     for (unsigned i = 0; i < n; i++)
     {
         Fiber* f = &w->fibers[i];
@@ -544,13 +588,15 @@ static bool run_block(Worker* w, unsigned long long b)
         f->bar_value = 0;
         f->async_group = 0;
         f->n_async = 0;
-        init_fiber_stack(f, w->stacks + (size_t)(i + 1) * w->stack_size);
-        push_runnable(w, f);
+        // Staggered tops keep the fibers' hot stack frames from all landing in the same cache sets.
+        init_fiber_stack(f, w->stacks + (size_t)(i + 1) * w->stack_size - (i & 31) * 128);
+        w->scratch[i] = i;
     }
+    push_ordered(w, w->scratch, n);
     unsigned done = 0;
     while (w->qhead != w->qtail)
     {
-        Fiber* f = &w->fibers[w->runq[w->qhead % n]];
+        Fiber* f = &w->fibers[w->runq[w->qhead & (RUNQ_CAP - 1)]];
         w->qhead++;
         w->cur = f;
         fiber_emu_switch(&w->sched_sp, f->sp);
@@ -562,11 +608,13 @@ static bool run_block(Worker* w, unsigned long long b)
             if (++w->bar_arrived == n) release_barrier(w);
             break;
         case AT_WARP:
-            if (!try_complete_warp(w, f->warp)) return false;
+            w->warp_waiting[f->warp] |= 1u << f->lane;
+            if (!try_complete_warp(w, f->warp, f)) return false;
             break;
         case DONE:
             done++;
-            if (!try_complete_warp(w, f->warp)) return false;
+            w->warp_done[f->warp] |= 1u << f->lane;
+            if (!try_complete_warp(w, f->warp, nullptr)) return false;
             break;
         default:
             push_runnable(w, f);
@@ -591,6 +639,7 @@ struct Pool
     Job* job;
     unsigned long long generation;
     unsigned nworkers, busy;
+    pthread_t threads[256];
 };
 
 static Pool* g_pool;
@@ -601,6 +650,12 @@ static void* worker_main(void* arg)
     Pool* p = (Pool*)arg;
     Worker* w = (Worker*)calloc(1, sizeof(Worker));
     t_worker = w;
+    // The crash reporter must run even when a fiber overflowed its stack into the guard page.
+    stack_t alt;
+    alt.ss_size = 64 * 1024;
+    alt.ss_sp = malloc(alt.ss_size);
+    alt.ss_flags = 0;
+    if (alt.ss_sp) sigaltstack(&alt, nullptr);
     unsigned long long seen = 0;
     for (;;)
     {
@@ -633,6 +688,72 @@ static void* worker_main(void* arg)
     return nullptr;
 }
 
+// ---- crash reports -------------------------------------------------------------------------------
+// A kernel's out-of-bounds access or a fiber stack overflow kills the host process, as a GPU fault
+// would fail the context. Before that, say which kernel, block and thread it was. Faults on threads
+// that are not this library's workers (e.g. the .NET runtime's own null-reference faults) go straight
+// to the previously installed handler, untouched.
+static struct sigaction g_prev_segv, g_prev_bus;
+
+static bool on_worker_thread()
+{
+    Pool* p = __atomic_load_n(&g_pool, __ATOMIC_ACQUIRE);
+    if (!p) return false;
+    pthread_t self = pthread_self();
+    for (unsigned i = 0; i < p->nworkers; i++)
+        if (pthread_equal(p->threads[i], self)) return true;
+    return false;
+}
+
+static void chain_signal(int sig, siginfo_t* si, void* uc)
+{
+    struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) { prev->sa_sigaction(sig, si, uc); return; }
+    if (!(prev->sa_flags & SA_SIGINFO) && prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) { prev->sa_handler(sig); return; }
+    signal(sig, SIG_DFL);  // returning re-runs the faulting instruction, which now terminates the process
+}
+
+static void crash_handler(int sig, siginfo_t* si, void* uc)
+{
+    if (on_worker_thread())
+    {
+        static char msg[1024];
+        Worker* w = t_worker;
+        const Job* job = w ? w->job : nullptr;
+        Fiber* f = w ? w->cur : nullptr;
+        const char* what = "invalid memory access";
+        if (w && w->stacks && f)
+        {
+            size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            char* a = (char*)si->si_addr;
+            for (unsigned i = 0; i < 1024; i++)
+            {
+                char* guard = w->stacks + (size_t)i * w->stack_size;
+                if (a >= guard && a < guard + page) { what = "fiber stack overflow (raise FIBER_EMU_STACK_KB)"; break; }
+            }
+        }
+        int k = snprintf(msg, sizeof msg, "\ncuda_emu: %s: %s at address %p in kernel %s", sig == SIGBUS ? "SIGBUS" : "SIGSEGV", what,
+                         si->si_addr, job && job->name ? job->name : "?");
+        if (f && k > 0 && (size_t)k < sizeof msg)
+            k += snprintf(msg + k, sizeof msg - k, ", block (%u,%u,%u), thread (%u,%u,%u)", w->block_idx.x, w->block_idx.y,
+                          w->block_idx.z, f->tid.x, f->tid.y, f->tid.z);
+        if (k > 0 && (size_t)k < sizeof msg - 1) { msg[k++] = '\n'; }
+        if (k > 0) { ssize_t r = write(2, msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg); (void)r; }
+    }
+    chain_signal(sig, si, uc);
+}
+
+static void install_crash_handler()
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = crash_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_prev_segv);
+    sigaction(SIGBUS, &sa, &g_prev_bus);
+}
+
 // The pool is never torn down: worker threads blocked in pthread_cond_wait are harmless at exit.
 static void create_pool()
 {
@@ -641,7 +762,8 @@ static void create_pool()
     pthread_mutex_init(&p->launch_mu, nullptr);
     pthread_cond_init(&p->work_cv, nullptr);
     pthread_cond_init(&p->done_cv, nullptr);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t cpus;
+    long n = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : sysconf(_SC_NPROCESSORS_ONLN);
     if (const char* s = getenv("FIBER_EMU_WORKERS")) n = atol(s);
     if (n < 1) n = 1;
     if (n > 256) n = 256;
@@ -651,12 +773,12 @@ static void create_pool()
     pthread_attr_setstacksize(&attr, 1 << 20);
     for (long i = 0; i < n; i++)
     {
-        pthread_t t;
-        if (pthread_create(&t, &attr, worker_main, p) != 0) { fprintf(stderr, "cuda_emu: pthread_create failed\n"); abort(); }
-        pthread_detach(t);
+        if (pthread_create(&p->threads[i], &attr, worker_main, p) != 0) { fprintf(stderr, "cuda_emu: pthread_create failed\n"); abort(); }
+        pthread_detach(p->threads[i]);
     }
     pthread_attr_destroy(&attr);
-    g_pool = p;
+    __atomic_store_n(&g_pool, p, __ATOMIC_RELEASE);
+    if (!getenv("FIBER_EMU_NO_CRASH_HANDLER")) install_crash_handler();
 }
 
 enum : unsigned long long { MAX_DYN_SMEM = 232448 };  // 227 KB, the sm_90 per-block opt-in limit
@@ -674,7 +796,7 @@ static int launch_error(const emu_launch* cfg, const char* fmt, ...)
     return 1;
 }
 
-static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg)
+static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg, const char* name)
 {
     const unsigned* g = cfg->grid;
     const unsigned* b = cfg->block;
@@ -700,6 +822,10 @@ static int launch_erased(void (*run)(void*), void* ctx, const emu_launch* cfg)
     job->block = dim3(b[0], b[1], b[2]);
     job->dyn_smem = cfg->dyn_smem;
     job->nblocks = (unsigned long long)g[0] * g[1] * g[2];
+    if (cfg->schedule > SCHEDULE_RANDOM) { free(job); return launch_error(cfg, "unknown schedule order %u", cfg->schedule); }
+    job->schedule = cfg->schedule;
+    job->seed = cfg->seed;
+    job->name = name;
 
     pthread_mutex_lock(&p->launch_mu);
     pthread_mutex_lock(&p->mu);
@@ -727,10 +853,10 @@ template <class... P> struct KernelCall
 };
 
 // Launches `fn` with the arguments args[i] (pointers to each parameter's value, in order).
-template <class... P> static int launch(void (*fn)(P...), const emu_launch* cfg, void** args)
+template <class... P> static int launch(void (*fn)(P...), const emu_launch* cfg, void** args, const char* name = "kernel")
 {
     KernelCall<P...> call{fn, args};
-    return launch_erased(&KernelCall<P...>::run, &call, cfg);
+    return launch_erased(&KernelCall<P...>::run, &call, cfg, name);
 }
 
 // ---- collectives used by the intrinsics ----------------------------------------------------------
@@ -815,6 +941,13 @@ static inline VoteData vote(unsigned mask, int pred, const char* name)
 }
 
 static const char* syncwarp_complete(void* const*, unsigned) { return nullptr; }
+
+static const char* activemask_complete(void* const* data, unsigned participants)
+{
+    for (unsigned l = 0; l < 32; l++)
+        if (data[l]) *(unsigned*)data[l] = participants;
+    return nullptr;
+}
 
 enum : int { RED_ADD, RED_MIN, RED_MAX, RED_AND, RED_OR, RED_XOR };
 struct ReduceData
@@ -911,12 +1044,12 @@ static inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CS
 static inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline __attribute__((noreturn)) void __trap() { ::fiber_emu::fail("__trap()"); }
 
+// With no divergence to model, __activemask is a convergence point of the warp's non-exited lanes
+// and returns the lanes that reached it (independent of the order the emulator runs them in).
 static inline unsigned __activemask()
 {
-    ::fiber_emu::Worker* w = ::fiber_emu::t_worker;
-    unsigned base = w->cur->warp * 32, m = 0;
-    for (unsigned l = 0; l < 32 && base + l < w->n; l++)
-        if (w->fibers[base + l].state != ::fiber_emu::DONE) m |= 1u << l;
+    unsigned m = 0;
+    ::fiber_emu::warp_collective(0xffffffffu, ::fiber_emu::activemask_complete, &m, "__activemask");
     return m;
 }
 

@@ -241,3 +241,13 @@ extern "C" __global__ void shared_scalar_broadcast(const int* x, int* out, int r
         __syncthreads();
     }
 }
+
+// Deliberately wrong: reads a neighbour's shared-memory slot without a barrier after the writes.
+// y[t] = x[(t+1) % n] only if thread t+1 happened to run first.
+extern "C" __global__ void missing_barrier(const float* x, float* y)
+{
+    SELFTEST_DYNAMIC_SMEM(float, s)
+    int t = threadIdx.x, n = blockDim.x;
+    s[t] = x[t];
+    y[t] = s[(t + 1) % n];
+}

@@ -21,6 +21,8 @@ public static class BackwardRules
             case "mul": Mul(n, g[0]!, sink); break;
             case "scale": Scale(n, g[0]!, sink); break;
             case "add_bias": AddBias(n, g[0]!, sink); break;
+            case "add_broadcast": AddBroadcast(n, g[0]!, sink); break;
+            case "mul_scalar": MulScalar(n, g[0]!, sink); break;
             case "bias_gelu": BiasGelu(n, g[0]!, sink); break;
             case "layernorm": LayerNorm(n, g[0]!, sink); break;
             case "layernorm_residual": LayerNormResidual(n, g[0], g[1], sink); break;
@@ -122,6 +124,26 @@ public static class BackwardRules
     {
         if (sink.For(0) is { } dx) dy.Backend.Axpy(1f, dy, dx);
         if (sink.For(1) is { } db) dy.Backend.SumRows(dy, db, accumulate: true);
+    }
+
+    // y = x + b (b over leading dims):  dx += dy,  db += Σ over the leading dims of dy
+    static void AddBroadcast(Node n, Tensor dy, GradSink sink)
+    {
+        if (sink.For(0) is { } dx) dy.Backend.Axpy(1f, dy, dx);
+        if (sink.For(1) is { } db && db.Numel > 0)
+        {
+            int w = (int)db.Numel;
+            dy.Backend.SumRows(dy.Reshape(-1, w), db.Reshape(w), accumulate: true);
+        }
+    }
+
+    // y = s·x:  dx[n,1] += dy[n,1]·s[1,1],  ds[1,1] += dyᵀ[1,n]·x[n,1]
+    static void MulScalar(Node n, Tensor dy, GradSink sink)
+    {
+        Tensor x = n.Inputs[0], s = n.Inputs[1]; var be = dy.Backend;
+        int m = (int)x.Numel; if (m == 0) return;
+        if (sink.For(0) is { } dx) be.Gemm(new GemmArgs(dy.Reshape(m, 1), s.Reshape(1, 1), dx.Reshape(m, 1), m, 1, 1, Beta: 1f));
+        if (sink.For(1) is { } ds) be.Gemm(new GemmArgs(dy.Reshape(m, 1), x.Reshape(m, 1), ds.Reshape(1, 1), 1, 1, m, TransA: true, Beta: 1f));
     }
 
     static void BiasGelu(Node n, Tensor dy, GradSink sink)

@@ -118,6 +118,36 @@ public static class F
         return Record("add_bias", y, new[] { x, bias });
     }
 
+    /// <summary>
+    /// y = x + b where b's shape is a suffix of x's (b repeats over x's leading dims): relative-position
+    /// biases, masks, positional embeddings. An AddBias over [rows, b.Numel] views.
+    /// </summary>
+    public static Tensor AddBroadcast(Tensor x, Tensor b)
+    {
+        if (b.Rank > x.Rank || !ShapeUtil.Equal(x.Shape.AsSpan(x.Rank - b.Rank), b.Shape))
+            throw new ArgumentException($"AddBroadcast: {ShapeUtil.Format(b.Shape)} is not a suffix of {ShapeUtil.Format(x.Shape)}");
+        int w = (int)b.Numel;
+        var y = x.Backend.Empty(x.Shape, x.DType);
+        if (w > 0 && x.Numel > 0) x.Backend.AddBias(x.Reshape(-1, w), b.Reshape(w), y.Reshape(-1, w));
+        return Record("add_broadcast", y, new[] { x, b });
+    }
+
+    /// <summary>
+    /// y = s·x with s a one-element tensor (a learnable gate such as FIBER's α). Two rank-1 GEMMs in the
+    /// backward: dx += s·dy, ds += Σ dy⊙x. s must have x's dtype.
+    /// </summary>
+    public static Tensor MulScalar(Tensor x, Tensor s)
+    {
+        if (s.Numel != 1) throw new ArgumentException($"MulScalar: {s} is not one element");
+        int n = checked((int)x.Numel);
+        var y = x.Backend.Empty(x.Shape, x.DType);
+        if (n > 0) x.Backend.Gemm(new GemmArgs(x.Reshape(n, 1), s.Reshape(1, 1), y.Reshape(n, 1), n, 1, 1));
+        return Record("mul_scalar", y, new[] { x, s });
+    }
+
+    /// <summary>The same values with no history: gradients stop here.</summary>
+    public static Tensor Detach(Tensor x) => new(x.Storage, (int[])x.Shape.Clone(), x.DType) { Name = x.Name };
+
     /// <summary>y = gelu(x + bias) with the exact erf GELU; bias optional.</summary>
     public static Tensor BiasGelu(Tensor x, Tensor? bias)
     {

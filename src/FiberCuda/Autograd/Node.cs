@@ -23,7 +23,7 @@ public sealed class Node
     }
 
     public string Op { get; }
-    public Tensor[] Inputs { get; }
+    public Tensor[] Inputs { get; private set; }
     public Tensor?[] Saved { get; private set; }
     public IReadOnlyDictionary<string, object?> Attrs { get; }
     public Tensor[] Owned { get; private set; }
@@ -43,6 +43,8 @@ public sealed class Node
         foreach (var t in Owned) t.Dispose();
         Owned = Array.Empty<Tensor>();
         Saved = Array.Empty<Tensor?>();
+        // Dropping the inputs too lets the activations behind a loss the caller still holds be collected.
+        Inputs = Array.Empty<Tensor>();
     }
 
     public override string ToString() => $"Node({Op}, {Inputs.Length} inputs, {OutputCount} outputs)";

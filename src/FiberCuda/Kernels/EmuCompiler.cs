@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Diagnostics;
-using System.Reflection;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -29,6 +28,7 @@ public sealed partial class EmuCompiler
     const string WrapperName = "fiber_emu_wrapper.cpp";
 
     readonly IReadOnlyDictionary<string, string> _sources;
+    readonly IReadOnlyList<string> _extraFlags;
     readonly string _compiler;
     readonly Lazy<string> _compilerVersion;
 
@@ -42,6 +42,8 @@ public sealed partial class EmuCompiler
         CacheDir = cacheDir ?? DefaultCacheDir();
         _sources = sources ?? EmbeddedKernelSources();
         _compiler = compiler ?? (Environment.GetEnvironmentVariable("FIBER_EMU_CXX") is { Length: > 0 } cxx ? cxx : "g++");
+        // Extra flags for debugging kernels on the emulator, e.g. FIBER_EMU_CXXFLAGS="-O0 -g" (later flags win).
+        _extraFlags = (Environment.GetEnvironmentVariable("FIBER_EMU_CXXFLAGS") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
         _compilerVersion = new Lazy<string>(() => Run(_compiler, ["--version"], Directory.GetCurrentDirectory()).Output.Split('\n')[0].Trim());
     }
 
@@ -53,20 +55,9 @@ public sealed partial class EmuCompiler
         return Path.Combine(string.IsNullOrEmpty(home) ? Path.GetTempPath() : home, ".cache", "fibercuda", "emu");
     }
 
-    /// <summary>The kernels/ tree embedded in the FiberCuda assembly (resource names "kernels/&lt;relative path&gt;").</summary>
+    /// <summary>The kernels/ tree embedded in the FiberCuda assembly (read through <see cref="KernelSource"/>, as NVRTC's pipeline does).</summary>
     public static IReadOnlyDictionary<string, string> EmbeddedKernelSources()
-    {
-        var asm = typeof(EmuCompiler).Assembly;
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var name in asm.GetManifestResourceNames())
-        {
-            if (!name.StartsWith("kernels/", StringComparison.Ordinal)) continue;
-            using var s = asm.GetManifestResourceStream(name)!;
-            using var r = new StreamReader(s, Encoding.UTF8);
-            map[name["kernels/".Length..]] = r.ReadToEnd();
-        }
-        return map;
-    }
+        => KernelSource.AllFiles().ToDictionary(f => f, KernelSource.Read, StringComparer.Ordinal);
 
     /// <summary>The kernels a file declares: every <c>extern "C" __global__ void NAME(</c>.</summary>
     public static IReadOnlyList<string> FindKernels(string source)
@@ -83,7 +74,7 @@ public sealed partial class EmuCompiler
         sb.Append("#include \"kernels/").Append(file).Append("\"\n");
         foreach (var k in kernels)
             sb.Append("extern \"C\" __attribute__((visibility(\"default\"))) int fiber_emu_launch_").Append(k)
-              .Append("(const emu_launch* cfg, void** args) { return ::fiber_emu::launch(").Append(k).Append(", cfg, args); }\n");
+              .Append("(const emu_launch* cfg, void** args) { return ::fiber_emu::launch(").Append(k).Append(", cfg, args, \"").Append(k).Append("\"); }\n");
         return sb.ToString();
     }
 
@@ -117,7 +108,9 @@ public sealed partial class EmuCompiler
                 System.IO.File.WriteAllText(p, text);
             }
             System.IO.File.WriteAllText(Path.Combine(build, WrapperName), wrapper);
-            var args = new List<string>(Flags) { "-o", "out.so", WrapperName };
+            var args = new List<string>(Flags);
+            args.AddRange(_extraFlags);
+            args.AddRange(["-o", "out.so", WrapperName]);
             (int code, string output) r;
             try { r = Run(_compiler, args, build); }
             catch (Win32Exception e) { throw new EmuToolchainMissingException(_compiler, e); }
@@ -144,17 +137,15 @@ public sealed partial class EmuCompiler
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         void Add(string s) { h.AppendData(Encoding.UTF8.GetBytes(s)); h.AppendData([0]); }
         Add("fibercuda-emu/1");
-        Add(string.Join(' ', Flags));
+        Add(string.Join(' ', Flags.Concat(_extraFlags)));
         Add(version);
         Add(file);
         Add(wrapper);
-        // The file and every header (a change in any header may change this file's library).
-        foreach (var (rel, text) in _sources.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            if (rel != file && rel.EndsWith(".cu", StringComparison.Ordinal)) continue;
-            Add(rel);
-            Add(text);
-        }
+        // The file, everything it includes (resolved as for NVRTC), and the force-included emulation header.
+        Add(_sources[file]);
+        var headers = KernelSource.ResolveHeaders(file, _sources[file], rel => _sources[rel], _sources.ContainsKey);
+        foreach (var (name, text) in headers) { Add(name); Add(text); }
+        Add(_sources["emu/cuda_emu.h"]);
         return Convert.ToHexStringLower(h.GetHashAndReset());
     }
 

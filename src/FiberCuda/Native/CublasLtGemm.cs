@@ -135,15 +135,18 @@ public sealed unsafe class CublasLtGemm : IDisposable
 
     void AddBiasRank1(in GemmDesc g)
     {
-        var onesType = g.BiasType;
-        var ones = Ones(onesType, g.M);
-        // A = ones [M×1], B = bias [1×N], beta = 1 keeps the product already in C. Bias is broadcast over batches (stride 0).
-        var r = new GemmDesc(ones, g.Bias, g.C, 0, onesType, g.CType, onesType, g.M, g.N, 1, false, false, 1f, 1f,
-                             g.Batch, 0, 0, g.StrideC);
+        var r = RankOneBias(g, Ones(g.BiasType, g.M));
         var key = KeyOf(r);
         if (!_plans.TryGetValue(key, out var plan)) _plans[key] = plan = Build(key, withBias: false, throwIfNone: true)!;
         Run(plan, r);
     }
+
+    /// <summary>
+    /// C += ones(M×1)·bias(1×N) as a GEMM: A = <paramref name="ones"/> (≥ M elements of the bias dtype), B = bias,
+    /// beta = 1 keeps the product already in C; the bias is broadcast over batches (strides 0).
+    /// </summary>
+    internal static GemmDesc RankOneBias(in GemmDesc g, nint ones) =>
+        new(ones, g.Bias, g.C, 0, g.BiasType, g.CType, g.BiasType, g.M, g.N, 1, false, false, 1f, 1f, g.Batch, 0, 0, g.StrideC);
 
     nint Ones(DType t, long count)
     {
@@ -206,7 +209,11 @@ public sealed unsafe class CublasLtGemm : IDisposable
             {
                 CublasLt.Check(CublasLt.SetDesc(desc, CublasLt.CUBLASLT_MATMUL_DESC_EPILOGUE, CublasLt.CUBLASLT_EPILOGUE_BIAS));
                 if (k.BiasType != k.C)
-                    CublasLt.Check(CublasLt.SetDesc(desc, CublasLt.CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CudaType(k.BiasType)));
+                {
+                    int sa = CublasLt.SetDesc(desc, CublasLt.CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CudaType(k.BiasType));
+                    if (sa != CublasLt.CUBLAS_STATUS_SUCCESS && !throwIfNone) { p.Destroy(); return null; }
+                    CublasLt.Check(sa, "bias data type");
+                }
             }
             int ab = CudaType(k.AB), c = CudaType(k.C);
             // Stored shapes (before op), column-major: our row-major B is N×K (ld N) or, transposed, K×N (ld K).
@@ -227,9 +234,12 @@ public sealed unsafe class CublasLtGemm : IDisposable
             CublasLtMatmulHeuristicResult res = default;
             int found = 0;
             int st = CublasLt.cublasLtMatmulAlgoGetHeuristic(_handle, desc, p.LayoutA, p.LayoutB, p.LayoutC, p.LayoutC, pref, 1, &res, &found);
-            if (st == CublasLt.CUBLAS_STATUS_NOT_SUPPORTED || (st == CublasLt.CUBLAS_STATUS_SUCCESS && (found == 0 || res.State != 0)))
+            bool none = st == CublasLt.CUBLAS_STATUS_NOT_SUPPORTED || (st == CublasLt.CUBLAS_STATUS_SUCCESS && (found == 0 || res.State != 0));
+            // cuBLASLt 13.1 answers an unsupported bias type (bf16 bias, f32 D) with INVALID_VALUE rather than NOT_SUPPORTED
+            // (seen on H200): with an epilogue, any refusal means "try the fallback".
+            if (!throwIfNone && (none || st != CublasLt.CUBLAS_STATUS_SUCCESS)) { p.Destroy(); return null; }
+            if (none)
             {
-                if (!throwIfNone) { p.Destroy(); return null; }
                 throw new NotSupportedException($"cuBLASLt found no algorithm for {k} (status {CublasLt.StatusName(st)}, " +
                                                 $"{found} results, state {CublasLt.StatusName(res.State)})");
             }

@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace FiberCuda.Ops;
 
@@ -32,6 +34,43 @@ public static class Philox
     {
         ulong ctr = offset + (ulong)index;
         return Generate((uint)ctr, (uint)(ctr >> 32), 0, 0, (uint)seed, (uint)(seed >> 32)).R0;
+    }
+
+    /// <summary>
+    /// <see cref="Word"/> for elements start, start+1, … into <paramref name="dst"/>. Four counters per AVX2
+    /// vector: each 64-bit lane carries one 32-bit word, so the 32×32→64 products are one vpmuludq.
+    /// </summary>
+    public static void Words(ulong seed, ulong offset, long start, Span<uint> dst)
+    {
+        int i = 0, n = dst.Length;
+        if (Avx2.IsSupported)
+        {
+            var lo32 = Vector256.Create(0xffffffffUL);
+            var m0 = Vector256.Create((ulong)M0).AsUInt32();
+            var m1 = Vector256.Create((ulong)M1).AsUInt32();
+            for (; i <= n - 4; i += 4)
+            {
+                ulong b = offset + (ulong)(start + i);
+                var ctr = Vector256.Create(b, b + 1, b + 2, b + 3);
+                var c0 = ctr & lo32;
+                var c1 = Vector256.ShiftRightLogical(ctr, 32);
+                var c2 = Vector256<ulong>.Zero;
+                var c3 = Vector256<ulong>.Zero;
+                uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+                for (int round = 0; round < 10; round++)
+                {
+                    if (round > 0) { k0 += W0; k1 += W1; }
+                    var p0 = Avx2.Multiply(c0.AsUInt32(), m0);
+                    var p1 = Avx2.Multiply(c2.AsUInt32(), m1);
+                    var n0 = Vector256.ShiftRightLogical(p1, 32) ^ c1 ^ Vector256.Create((ulong)k0);
+                    var n2 = Vector256.ShiftRightLogical(p0, 32) ^ c3 ^ Vector256.Create((ulong)k1);
+                    c1 = p1 & lo32; c3 = p0 & lo32; c0 = n0; c2 = n2;
+                }
+                dst[i] = (uint)c0.GetElement(0); dst[i + 1] = (uint)c0.GetElement(1);
+                dst[i + 2] = (uint)c0.GetElement(2); dst[i + 3] = (uint)c0.GetElement(3);
+            }
+        }
+        for (; i < n; i++) dst[i] = Word(seed, offset, start + i);
     }
 
     /// <summary>u = (r0 &gt;&gt; 8)·2^-24, exactly representable in float, in [0, 1).</summary>

@@ -28,7 +28,7 @@ public sealed class AdamWState : IDisposable
 }
 
 /// <summary>
-/// AdamW (decoupled weight decay, bias-corrected moments) over <see cref="IBackend.AdamW"/>: one fused
+/// AdamW (decoupled weight decay, bias-corrected moments; defaults are FIBER's: β (0.9, 0.98), eps 1e-8) over <see cref="IBackend.AdamW"/>: one fused
 /// backend call per group. bf16 parameters get fp32 master weights (created from the parameter on first
 /// use) and receive their rounding after each step. Parameters without a gradient are skipped (their
 /// state does not advance, but the shared step counter does, as in PyTorch).
@@ -37,12 +37,12 @@ public sealed class AdamW : IDisposable
 {
     readonly Dictionary<Tensor, AdamWState> _state = new(ReferenceEqualityComparer.Instance);
 
-    public AdamW(IEnumerable<ParamGroup> groups, float beta1 = 0.9f, float beta2 = 0.98f, float eps = 1e-6f)
+    public AdamW(IEnumerable<ParamGroup> groups, float beta1 = 0.9f, float beta2 = 0.98f, float eps = 1e-8f)
     {
         Groups = groups.ToList(); Beta1 = beta1; Beta2 = beta2; Eps = eps;
     }
 
-    public AdamW(IEnumerable<Tensor> parameters, float lr, float weightDecay = 0.01f, float beta1 = 0.9f, float beta2 = 0.98f, float eps = 1e-6f)
+    public AdamW(IEnumerable<Tensor> parameters, float lr, float weightDecay = 0.01f, float beta1 = 0.9f, float beta2 = 0.98f, float eps = 1e-8f)
         : this(new[] { new ParamGroup(parameters, lr, weightDecay) }, beta1, beta2, eps) { }
 
     public List<ParamGroup> Groups { get; }

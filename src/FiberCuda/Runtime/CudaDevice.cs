@@ -252,18 +252,20 @@ public sealed unsafe class CudaDevice : IGpuDevice
     }
 
     /// <summary>A kernel from source text (tests, generated code); <paramref name="moduleKey"/> names the module in the cache.</summary>
-    public IKernel GetKernelFromSource(string moduleKey, string source, string name, IReadOnlyDictionary<string, string>? headers = null)
+    /// <param name="forcePtx">Load PTX (driver JIT) even when CUBIN is possible — exercises the fallback path.</param>
+    public IKernel GetKernelFromSource(string moduleKey, string source, string name, IReadOnlyDictionary<string, string>? headers = null,
+                                      bool forcePtx = false)
     {
         lock (_kernelLock)
         {
-            var file = "source:" + moduleKey;
+            var file = "source:" + moduleKey + (forcePtx ? ":ptx" : "");
             if (_kernels.TryGetValue((file, name), out var k)) return k;
             Bind();
             if (!_modules.TryGetValue(file, out var module))
             {
                 var nvrtc = NvrtcCompiler.Shared;
                 headers ??= new Dictionary<string, string>();
-                bool cubin = nvrtc.SupportedArchs.Count == 0 || nvrtc.SupportedArchs.Contains(ComputeCapability);
+                bool cubin = !forcePtx && (nvrtc.SupportedArchs.Count == 0 || nvrtc.SupportedArchs.Contains(ComputeCapability));
                 int sm = cubin ? ComputeCapability : nvrtc.SupportedArchs.Where(a => a <= ComputeCapability).DefaultIfEmpty(ComputeCapability).Max();
                 module = LoadModule(nvrtc.CompileSource(moduleKey + ".cu", source, headers, sm, cubin));
                 _modules[file] = module;

@@ -1,17 +1,25 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Text;
 using FiberCuda.Backends.Cpu;
 using FiberCuda.Kernels;
 
 namespace FiberCuda.Runtime;
 
 /// <summary>
+/// The order in which the emulator resumes a block's runnable threads (at the start, after each barrier
+/// and each warp collective). A kernel that is missing a __syncthreads/__syncwarp usually gives different
+/// results in <see cref="Forward"/> and <see cref="Reverse"/> order, while a correct kernel cannot.
+/// </summary>
+public enum EmuSchedule { Forward = 0, Reverse = 1, Random = 2 }
+
+/// <summary>
 /// A GPU emulated on the host: "device" memory is aligned host memory, kernels are the real
 /// kernels/*.cu compiled by g++ against kernels/emu/cuda_emu.h (threads as fibers, blocks on a pool of
 /// OS threads), GEMM is the C# reference. Launches are synchronous, so the stream is always idle.
 /// What the emulation does not model is listed at the top of cuda_emu.h.
+/// Copies and memsets are checked against the live allocations (an out-of-range device range throws),
+/// which the real GPU would only report as a fault or not at all; kernels' own accesses are unchecked.
 /// </summary>
 public sealed unsafe class EmulatedDevice : IGpuDevice
 {
@@ -22,13 +30,26 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
 
     readonly EmuCompiler _compiler;
     readonly ConcurrentDictionary<string, Lazy<Library>> _libraries = new(StringComparer.Ordinal);
-    readonly ConcurrentDictionary<nint, long> _allocations = new();
+    readonly Dictionary<nint, long> _allocations = new();
+    readonly List<nint> _sortedStarts = new();  // for range checks; guarded by _allocations
     readonly object _launchLock = new();
     bool _disposed;
 
     sealed record Library(EmuLibrary Info, nint Handle);
 
-    public EmulatedDevice(EmuCompiler? compiler = null) => _compiler = compiler ?? new EmuCompiler();
+    public EmulatedDevice(EmuCompiler? compiler = null)
+    {
+        _compiler = compiler ?? new EmuCompiler();
+        var env = Environment.GetEnvironmentVariable("FIBER_EMU_SCHEDULE");
+        if (!string.IsNullOrEmpty(env))
+            Schedule = Enum.TryParse<EmuSchedule>(env, ignoreCase: true, out var s) ? s
+                : throw new ArgumentException($"FIBER_EMU_SCHEDULE='{env}': expected forward, reverse or random");
+    }
+
+    /// <summary>Thread resume order for launches (default: FIBER_EMU_SCHEDULE, else forward).</summary>
+    public EmuSchedule Schedule { get; set; }
+    /// <summary>Seed of the <see cref="EmuSchedule.Random"/> order (mixed with each block's index).</summary>
+    public uint ScheduleSeed { get; set; } = 1;
 
     public EmuCompiler Compiler => _compiler;
     public string Name => "Emulated GPU (g++ fibers)";
@@ -36,7 +57,7 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
     public int ComputeCapability => 80;
     public long TotalMemory => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
     /// <summary>Bytes currently allocated with <see cref="Malloc"/> (leak checks in tests).</summary>
-    public long AllocatedBytes => _allocations.Values.Sum();
+    public long AllocatedBytes { get { lock (_allocations) return _allocations.Values.Sum(); } }
 
     public nint Malloc(long bytes)
     {
@@ -45,24 +66,65 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
         if (bytes == 0) return 0;
         var p = (nint)NativeMemory.AlignedAlloc((nuint)bytes, 256);
         if (p == 0) throw new OutOfMemoryException($"emulated device: cannot allocate {bytes} bytes");
-        _allocations[p] = bytes;
+        lock (_allocations)
+        {
+            _allocations[p] = bytes;
+            int i = _sortedStarts.BinarySearch(p);
+            _sortedStarts.Insert(~i, p);
+        }
         return p;
     }
 
     public void Free(nint ptr)
     {
         if (ptr == 0) return;
-        if (!_allocations.TryRemove(ptr, out _))
-            throw new InvalidOperationException($"emulated device: Free of 0x{ptr:x}, which is not a live allocation (double free?)");
+        lock (_allocations)
+        {
+            if (!_allocations.Remove(ptr))
+                throw new InvalidOperationException($"emulated device: Free of 0x{ptr:x}, which is not a live allocation (double free?)");
+            _sortedStarts.RemoveAt(_sortedStarts.BinarySearch(ptr));
+        }
         NativeMemory.AlignedFree((void*)ptr);
+    }
+
+    /// <summary>Throws unless [p, p+bytes) lies inside one live allocation.</summary>
+    void CheckRange(nint p, long bytes, string what)
+    {
+        lock (_allocations)
+        {
+            int i = _sortedStarts.BinarySearch(p);
+            if (i < 0) i = ~i - 1;
+            if (i >= 0)
+            {
+                nint start = _sortedStarts[i];
+                long size = _allocations[start];
+                if ((long)(p - start) + bytes <= size) return;
+                throw new ArgumentOutOfRangeException(what, $"emulated device: {what} range 0x{p:x}+{bytes} overruns the allocation 0x{start:x} of {size} bytes by {(long)(p - start) + bytes - size} bytes");
+            }
+            throw new ArgumentOutOfRangeException(what, $"emulated device: {what} pointer 0x{p:x} is not inside any live allocation");
+        }
     }
 
     public nint MallocHost(long bytes) => Malloc(bytes);
     public void FreeHost(nint ptr) => Free(ptr);
 
-    public void CopyHostToDevice(nint dst, void* src, long bytes) => Copy((void*)dst, src, bytes);
-    public void CopyDeviceToHost(void* dst, nint src, long bytes) => Copy(dst, (void*)src, bytes);
-    public void CopyDeviceToDevice(nint dst, nint src, long bytes) => Copy((void*)dst, (void*)src, bytes);
+    public void CopyHostToDevice(nint dst, void* src, long bytes)
+    {
+        if (bytes > 0) CheckRange(dst, bytes, "copy destination");
+        Copy((void*)dst, src, bytes);
+    }
+
+    public void CopyDeviceToHost(void* dst, nint src, long bytes)
+    {
+        if (bytes > 0) CheckRange(src, bytes, "copy source");
+        Copy(dst, (void*)src, bytes);
+    }
+
+    public void CopyDeviceToDevice(nint dst, nint src, long bytes)
+    {
+        if (bytes > 0) { CheckRange(dst, bytes, "copy destination"); CheckRange(src, bytes, "copy source"); }
+        Copy((void*)dst, (void*)src, bytes);
+    }
 
     static void Copy(void* dst, void* src, long bytes)
     {
@@ -77,6 +139,7 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         if (bytes == 0) return;
         if (dst == 0) throw new ArgumentNullException(nameof(dst), "emulated device: memset of a null pointer");
+        CheckRange(dst, bytes, "memset");
         NativeMemory.Fill((void*)dst, (nuint)bytes, value);
     }
 
@@ -109,6 +172,8 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
             MaxDynSmem = (ulong)k.MaxDynamicSharedBytes,
             Err = err,
             ErrCap = errCap,
+            Schedule = (uint)Schedule,
+            Seed = ScheduleSeed,
         };
         cfg.Grid[0] = grid.X; cfg.Grid[1] = grid.Y; cfg.Grid[2] = grid.Z;
         cfg.Block[0] = block.X; cfg.Block[1] = block.Y; cfg.Block[2] = block.Z;
@@ -133,7 +198,12 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
         if (_disposed) return;
         _disposed = true;
         // Kernel libraries stay loaded: their worker threads live for the process.
-        foreach (var p in _allocations.Keys) if (_allocations.TryRemove(p, out _)) NativeMemory.AlignedFree((void*)p);
+        lock (_allocations)
+        {
+            foreach (var p in _allocations.Keys) NativeMemory.AlignedFree((void*)p);
+            _allocations.Clear();
+            _sortedStarts.Clear();
+        }
     }
 
     /// <summary>Mirrors <c>struct emu_launch</c> in kernels/emu/cuda_emu.h.</summary>
@@ -146,6 +216,8 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
         public ulong MaxDynSmem;
         public byte* Err;
         public ulong ErrCap;
+        public uint Schedule;
+        public uint Seed;
     }
 
     sealed class EmuKernel(string file, string name, delegate* unmanaged<EmuLaunch*, void**, int> fn) : IKernel

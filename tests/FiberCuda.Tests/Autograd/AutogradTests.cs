@@ -119,6 +119,16 @@ public sealed class AutogradEngineTests
     }
 
     [TestMethod]
+    public void DetachStopsGradients()
+    {
+        using var x = P([0.5, -2], 2);
+        var d = F.Detach(F.Scale(x, 3f));
+        Assert.IsNull(d.GradFn); Assert.IsFalse(d.RequiresGrad);
+        F.Sum(F.Mul(x, d)).Backward();
+        Check.Close([1.5, -6], x.Grad!.ToDoubleArray(), 0, 1e-15, "only the direct path");
+    }
+
+    [TestMethod]
     public void DropoutIsIdentityInEval()
     {
         using var x = P([1, 2, 3], 3);

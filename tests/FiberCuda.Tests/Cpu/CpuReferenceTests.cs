@@ -295,6 +295,21 @@ public sealed class SpecialMathTests
             Assert.AreEqual(ge, ga, Math.Abs(ge) * 2.5e-7 + 1e-30, $"gelu'({x})");
         }
     }
+
+    [TestMethod]
+    public void SpanGeluMatchesScalar()
+    {
+        var xs = Enumerable.Range(0, 4099).Select(i => (i - 2049) * 0.0047f).Concat([0f, -0f, 0.49f, -0.51f, 30f, -30f, float.NaN]).ToArray();
+        var y = new float[xs.Length]; var dy = new float[xs.Length];
+        Ops.SpecialMath.GeluF(xs, y); Ops.SpecialMath.GeluF(xs, dy, grad: true);
+        for (int i = 0; i < xs.Length; i++)
+        {
+            float e = Ops.SpecialMath.GeluF(xs[i]), ge = Ops.SpecialMath.GeluGradF(xs[i]);
+            if (float.IsNaN(xs[i])) { Assert.IsTrue(float.IsNaN(y[i]) && float.IsNaN(dy[i])); continue; }
+            Assert.AreEqual(e, y[i], Math.Abs(e) * 1.2e-7 + 1e-38, $"gelu({xs[i]})");
+            Assert.AreEqual(ge, dy[i], Math.Abs(ge) * 1.2e-7 + 1e-38, $"gelu'({xs[i]})");
+        }
+    }
 }
 
 [TestClass]
@@ -325,6 +340,85 @@ public sealed class CpuDeterminismTests
                 .Concat(sr.ToFloatArray()).Concat(dbias.ToFloatArray()).Concat(dx2.ToFloatArray()).ToArray();
             if (first is null) first = all;
             else CollectionAssert.AreEqual(first, all, $"repeat {rep}");
+        }
+    }
+}
+
+[TestClass]
+public sealed class CpuParallelPathTests
+{
+    // Sizes past the parallel threshold, odd widths: the row-range split must not drop or double any row.
+    [TestMethod]
+    public void LargeRowOpsMatchScalarReferences()
+    {
+        var be = Backends.Backend.Cpu;
+        int rows = 301, c = 257;
+        var x = Support.Check.Rand(31, rows * c, -3, 3);
+        using var tx = be.FromDoubles(x, [rows, c], Tensors.DType.F32);
+        var xf = tx.ToDoubleArray(); // the f32 values
+        using var y = be.Empty([rows, c], Tensors.DType.F32);
+        be.Softmax(tx, 1f, y);
+        var sm = new double[rows * c];
+        for (int r = 0; r < rows; r++)
+        {
+            double m = double.NegativeInfinity; for (int j = 0; j < c; j++) m = Math.Max(m, xf[r * c + j]);
+            double z = 0; for (int j = 0; j < c; j++) z += Math.Exp(xf[r * c + j] - m);
+            for (int j = 0; j < c; j++) sm[r * c + j] = Math.Exp(xf[r * c + j] - m) / z;
+        }
+        Support.Check.Close(sm, y.ToDoubleArray(), 1e-8, 1e-5, "softmax");
+
+        using var g = be.Empty([c], Tensors.DType.F32); be.Fill(g, 1); using var b = be.Zeros([c], Tensors.DType.F32);
+        using var mean = be.Empty([rows], Tensors.DType.F32); using var rstd = be.Empty([rows], Tensors.DType.F32);
+        be.LayerNorm(tx, null, g, b, 1e-5f, y, null, mean, rstd);
+        var ln = new double[rows * c];
+        for (int r = 0; r < rows; r++)
+        {
+            double mu = 0; for (int j = 0; j < c; j++) mu += xf[r * c + j]; mu /= c;
+            double v = 0; for (int j = 0; j < c; j++) v += (xf[r * c + j] - mu) * (xf[r * c + j] - mu); v /= c;
+            for (int j = 0; j < c; j++) ln[r * c + j] = (xf[r * c + j] - mu) / Math.Sqrt(v + 1e-5);
+        }
+        Support.Check.Close(ln, y.ToDoubleArray(), 1e-5, 1e-5, "layernorm");
+
+        using var cols = be.Zeros([c], Tensors.DType.F32); be.SumRows(tx, cols, accumulate: false);
+        var cs = new double[c]; for (int r = 0; r < rows; r++) for (int j = 0; j < c; j++) cs[j] += xf[r * c + j];
+        Support.Check.Close(cs, cols.ToDoubleArray(), 1e-5, 1e-6, "sumrows");
+
+        // GEMM with every path: M not a multiple of 4, N past one column block, K odd
+        int M = 7, N = 600, K = 33;
+        var a = Support.Check.Rand(32, M * K); var bb = Support.Check.Rand(33, N * K);
+        using var ta = be.FromDoubles(a, [M, K], Tensors.DType.F32); using var tb = be.FromDoubles(bb, [N, K], Tensors.DType.F32);
+        using var tc = be.Empty([M, N], Tensors.DType.F32);
+        be.Gemm(new GemmArgs(ta, tb, tc, M, N, K, TransB: true));
+        var af = ta.ToDoubleArray(); var bf = tb.ToDoubleArray();
+        var e = new double[M * N];
+        for (int i = 0; i < M; i++) for (int j = 0; j < N; j++) { double s = 0; for (int k = 0; k < K; k++) s += af[i * K + k] * bf[j * K + k]; e[i * N + j] = s; }
+        Support.Check.Close(e, tc.ToDoubleArray(), 1e-5, 1e-5, "gemm");
+    }
+}
+
+[TestClass]
+public sealed class HostConversionTests
+{
+    [TestMethod]
+    public unsafe void VectorBf16ConversionsMatchScalar()
+    {
+        // Random bit patterns (NaNs, infinities, subnormals, ties) plus the special values, at a length with a tail.
+        var rng = new Random(3);
+        int n = 100_003;
+        var f = new float[n];
+        for (int i = 0; i < n; i++) f[i] = BitConverter.Int32BitsToSingle(rng.Next() ^ (rng.Next(2) << 31));
+        float[] special = [0f, -0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, float.Epsilon, 1f + MathF.Pow(2, -8), 1f + 3 * MathF.Pow(2, -8), float.MaxValue, BitConverter.Int32BitsToSingle(0x7fffffff), BitConverter.Int32BitsToSingle(0x7f7fffff)];
+        special.CopyTo(f, 0);
+        var h = new ushort[n]; var back = new float[n];
+        fixed (float* fp = f) fixed (ushort* hp = h) fixed (float* bp = back)
+        {
+            Backends.Cpu.HostIO.FloatToBf16(fp, hp, n);
+            Backends.Cpu.HostIO.Bf16ToFloat(hp, bp, n);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            Assert.AreEqual(Tensors.BFloat16.FromFloat(f[i]), h[i], $"[{i}] {BitConverter.SingleToUInt32Bits(f[i]):x8}");
+            Assert.AreEqual(BitConverter.SingleToUInt32Bits(Tensors.BFloat16.ToFloat(h[i])), BitConverter.SingleToUInt32Bits(back[i]), $"back [{i}]");
         }
     }
 }

@@ -30,6 +30,18 @@ public sealed class PhiloxDropoutTests
     }
 
     [TestMethod]
+    public void VectorWordsMatchScalar()
+    {
+        // Ranges with tails, and counters crossing the 32-bit boundary of the low word.
+        foreach (var (seed, offset, start, n) in new[] { (0UL, 0UL, 0L, 37), (0xdeadbeefcafef00dUL, 0xfffffff0UL, 3L, 41), (ulong.MaxValue, ulong.MaxValue - 20, 0L, 19) })
+        {
+            var w = new uint[n];
+            Philox.Words(seed, offset, start, w);
+            for (int i = 0; i < n; i++) Assert.AreEqual(Philox.Word(seed, offset, start + i), w[i], $"seed {seed:x} offset {offset:x} element {start + i}");
+        }
+    }
+
+    [TestMethod]
     [DataRow(0.1f)]
     [DataRow(0.5f)]
     [DataRow(0.9f)]

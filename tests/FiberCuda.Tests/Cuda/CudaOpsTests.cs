@@ -223,7 +223,7 @@ public abstract class CudaOpsTestBase
     public void LayerNormForwardBackward()
     {
         var r = new Random(5);
-        foreach (var (shape, dt) in Cases([1, 1], [7, 37], [3, 3, 128], [3, 768], [2, 4099]))
+        foreach (var (shape, dt) in Cases([1, 1], [7, 37], [7, 64], [3, 3, 128], [3, 520], [3, 768], [5, 1024], [2, 4099]))
         {
             int C = shape[^1];
             long rows = ShapeUtil.Rows(shape);
@@ -266,7 +266,7 @@ public abstract class CudaOpsTestBase
     public void SoftmaxForwardBackward()
     {
         var r = new Random(6);
-        foreach (var (shape, dt) in Cases([1, 1], [5, 49], [2, 3, 144], [3, 1024], [2, 4099]))
+        foreach (var (shape, dt) in Cases([1, 1], [5, 49], [7, 64], [2, 3, 144], [3, 520], [3, 1024], [2, 4099]))
         {
             var (cx, gx) = RandPair(r, shape, dt, 4);
             var (cy, gy) = EmptyPair(shape, dt);
@@ -276,6 +276,19 @@ public abstract class CudaOpsTestBase
             var (cdx, gdx) = RandPair(r, shape, dt);
             Cpu.SoftmaxBackward(cy, cdy, 0.7f, cdx); Gpu.SoftmaxBackward(Keep(Gpu.CopyFrom(cy)), gdy, 0.7f, gdx);
             Close(cdx, gdx, "softmax bwd", 4);
+        }
+        // Fully masked rows (all −inf) give zeros on both backends, on the fast and the generic path.
+        foreach (var (shape, dt) in Cases([3, 64], [3, 49], [2, 2000]))
+        {
+            var data = Rand(r, ShapeUtil.Numel(shape), 3);
+            int C = shape[1];
+            for (int c = 0; c < C; c++) data[C + c] = float.NegativeInfinity;
+            data[5] = float.NegativeInfinity;
+            var (cx, gx) = Pair(data, shape, dt);
+            var (cy, gy) = EmptyPair(shape, dt);
+            Cpu.Softmax(cx, 1f, cy); Gpu.Softmax(gx, 1f, gy);
+            Close(cy, gy, "softmax masked rows", 2);
+            CollectionAssert.AreEqual(new float[C], gy.ToFloatArray()[C..(2 * C)], "masked row must be zeros");
         }
     }
 

@@ -55,6 +55,29 @@ public sealed class EmuCompilerTests
     }
 
     [TestMethod]
+    public void CacheKeyFollowsIncludesOnly()
+    {
+        var dir = TempCache();
+        try
+        {
+            Dictionary<string, string> Tree(string header, string other)
+            {
+                var s = SourcesWith("tests/inc_probe.cu", "#include \"inc_probe.cuh\"\nextern \"C\" __global__ void inc_probe(int* x) { x[0] = VALUE; }\n");
+                s["tests/inc_probe.cuh"] = header;
+                s["tests/unrelated.cu"] = other;
+                return s;
+            }
+            var first = new EmuCompiler(dir, Tree("#define VALUE 1\n", "// a\n")).Compile("tests/inc_probe.cu");
+            Assert.IsFalse(first.FromCache);
+            Assert.IsTrue(new EmuCompiler(dir, Tree("#define VALUE 1\n", "// b\n")).Compile("tests/inc_probe.cu").FromCache,
+                "an unrelated kernel file is not part of the key");
+            Assert.IsFalse(new EmuCompiler(dir, Tree("#define VALUE 2\n", "// a\n")).Compile("tests/inc_probe.cu").FromCache,
+                "an included header is part of the key");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [TestMethod]
     public void CompileErrorNamesFileAndLine()
     {
         var dir = TempCache();

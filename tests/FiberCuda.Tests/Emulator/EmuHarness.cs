@@ -3,13 +3,12 @@ using FiberCuda.Runtime;
 
 namespace FiberCuda.Tests.Emulator;
 
-/// <summary>Uploads, downloads and launches on one shared <see cref="EmulatedDevice"/> for the emulator tests.</summary>
-internal static unsafe class EmuHarness
+/// <summary>Uploads, downloads and launches on one device (the emulator's tests and their GPU twins).</summary>
+internal sealed unsafe class ProbeHarness(IGpuDevice device)
 {
-    static readonly Lazy<EmulatedDevice> Shared = new(() => new EmulatedDevice());
-    public static EmulatedDevice Device => Shared.Value;
+    public IGpuDevice Device { get; } = device;
 
-    public static nint Upload<T>(T[] data) where T : unmanaged
+    public nint Upload<T>(T[] data) where T : unmanaged
     {
         long bytes = (long)data.Length * sizeof(T);
         var p = Device.Malloc(Math.Max(bytes, 1));
@@ -17,29 +16,30 @@ internal static unsafe class EmuHarness
         return p;
     }
 
-    public static nint Zeros<T>(int n) where T : unmanaged
+    public nint Zeros<T>(int n) where T : unmanaged
     {
         var p = Device.Malloc(Math.Max((long)n * sizeof(T), 1));
-        Device.Memset(p, 0, (long)n * sizeof(T));
+        Device.Memset(p, 0, Math.Max((long)n * sizeof(T), 1));
         return p;
     }
 
-    public static T[] Download<T>(nint p, int n) where T : unmanaged
+    public T[] Download<T>(nint p, int n) where T : unmanaged
     {
         var r = new T[n];
         fixed (T* d = r) Device.CopyDeviceToHost(d, p, (long)n * sizeof(T));
+        Device.Synchronize();
         return r;
     }
 
-    /// <summary>Launches kernels/tests/<paramref name="file"/>:<paramref name="name"/>; args are nint, int, long, ulong or float.</summary>
-    public static void Launch(string file, string name, Dim3 grid, Dim3 block, int smem, params object[] args)
+    /// <summary>Launches kernels/<paramref name="file"/>:<paramref name="name"/>; args are nint, int, long, ulong or float.</summary>
+    public void Launch(string file, string name, Dim3 grid, Dim3 block, int smem, params object[] args)
     {
         var k = Device.GetKernel(file, name);
         if (smem > k.MaxDynamicSharedBytes && smem <= EmulatedDevice.MaxDynamicSharedBytesLimit) k.MaxDynamicSharedBytes = smem;
         LaunchKernel(k, grid, block, smem, args);
     }
 
-    public static void LaunchKernel(IKernel k, Dim3 grid, Dim3 block, int smem, params object[] args)
+    public void LaunchKernel(IKernel k, Dim3 grid, Dim3 block, int smem, params object[] args)
     {
         var values = (long*)NativeMemory.AllocZeroed((nuint)Math.Max(args.Length, 1), 8);
         var ptrs = (void**)NativeMemory.Alloc((nuint)Math.Max(args.Length, 1), (nuint)sizeof(void*));
@@ -67,4 +67,20 @@ internal static unsafe class EmuHarness
             NativeMemory.Free(ptrs);
         }
     }
+}
+
+/// <summary>The shared <see cref="EmulatedDevice"/> of the emulator tests, with <see cref="ProbeHarness"/> helpers.</summary>
+internal static class EmuHarness
+{
+    static readonly Lazy<ProbeHarness> Shared = new(() => new ProbeHarness(new EmulatedDevice()));
+    public static ProbeHarness Harness => Shared.Value;
+    public static IGpuDevice Device => Shared.Value.Device;
+
+    public static nint Upload<T>(T[] data) where T : unmanaged => Harness.Upload(data);
+    public static nint Zeros<T>(int n) where T : unmanaged => Harness.Zeros<T>(n);
+    public static T[] Download<T>(nint p, int n) where T : unmanaged => Harness.Download<T>(p, n);
+    public static void Launch(string file, string name, Dim3 grid, Dim3 block, int smem, params object[] args)
+        => Harness.Launch(file, name, grid, block, smem, args);
+    public static void LaunchKernel(IKernel k, Dim3 grid, Dim3 block, int smem, params object[] args)
+        => Harness.LaunchKernel(k, grid, block, smem, args);
 }

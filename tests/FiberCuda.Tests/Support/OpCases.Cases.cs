@@ -39,6 +39,14 @@ public static partial class OpCases
         Ag("mul_square", r => { var a = r.Input("a", [1, 3]); r.Output("y", F.Mul(a, a)); });
         Ag("scale", r => r.Output("y", F.Scale(r.Input("x", [17]), -0.375f)));
         Ag("add_bias", r => r.Output("y", F.AddBias(r.Input("x", [2, 3, 17]), r.Input("b", [17]))));
+        Ag("add_broadcast", r => r.Output("y", F.AddBroadcast(r.Input("x", [2, 3, 4, 5]), r.Input("b", [4, 5]))));
+        Ag("add_broadcast_full", r => r.Output("y", F.AddBroadcast(r.Input("x", [3, 1]), r.Input("b", [3, 1]))));
+        Ag("mul_scalar", r => r.Output("y", F.MulScalar(r.Input("x", [3, 17]), r.Input("s", [1]))));
+        Ag("detach_stops_gradient", r =>
+        {
+            var x = r.Input("x", [2, 5]);
+            r.Output("y", F.Mul(x, F.Detach(F.Scale(x, 3f))));
+        }, gradcheck: false); // finite differences see the detached path too
         Ag("bias_gelu", r => r.Output("y", F.BiasGelu(r.Input("x", [3, 17], -4, 4), r.Input("b", [17]))));
         Ag("gelu", r => r.Output("y", F.Gelu(r.Input("x", [1, 3, 5], -6, 6))));
         Ag("layernorm", r => r.Output("y", F.LayerNorm(r.Input("x", [3, 17], -2, 3), r.Input("g", [17], 0.5, 1.5), r.Input("b", [17]))), tol: 2);
@@ -103,7 +111,7 @@ public static partial class OpCases
             foreach (var (ta, tb) in new[] { (false, false), (true, false), (false, true), (true, true) })
             {
                 var a = r.Input($"a{ta}{tb}", [2, 3 * 17]); var b = r.Input($"b{ta}{tb}", [2, 17 * 5]);
-                var c = r.Input($"c{ta}{tb}", [2, 3 * 5]); var bias = r.Input($"bias{ta}{tb}", [5], dtype: DType.F32 == r.DType || r.DType == DType.BF16 ? DType.F32 : r.DType);
+                var c = r.Input($"c{ta}{tb}", [2, 3 * 5]); var bias = r.Input($"bias{ta}{tb}", [5], dtype: r.StatType);
                 be.Gemm(new GemmArgs(a, b, c, 3, 5, 17, ta, tb, Alpha: 0.75f, Beta: -0.5f, Bias: bias, Batch: 2, StrideA: 3 * 17, StrideB: 17 * 5, StrideC: 3 * 5));
                 r.Output($"c_t{(ta ? 1 : 0)}{(tb ? 1 : 0)}", c);
             }

@@ -184,7 +184,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 if (typeof(T) == typeof(float))
                 {
                     var f = System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(buf.AsSpan());
-                    for (int j = 0; j < c; j++) f[j] = SpecialMath.GeluF(f[j]);
+                    SpecialMath.GeluF(f, f);
                 }
                 else
                     for (int j = 0; j < c; j++) buf[j] = T.CreateTruncating(SpecialMath.Gelu(double.CreateTruncating(buf[j])));
@@ -215,11 +215,16 @@ public sealed unsafe partial class CpuBackend : IBackend
                 HostIO.Read<T>(x, r * c, u);
                 if (b is not null) TensorPrimitives.Add<T>(u, b, u);
                 HostIO.Read<T>(dy, r * c, g);
+                if (typeof(T) == typeof(float))
+                {
+                    var uf = System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(u.AsSpan());
+                    SpecialMath.GeluF(uf, uf, grad: true);
+                }
+                else
+                    for (int j = 0; j < c; j++) u[j] = T.CreateTruncating(SpecialMath.GeluGrad(double.CreateTruncating(u[j])));
                 for (int j = 0; j < c; j++)
                 {
-                    g[j] *= typeof(T) == typeof(float)
-                        ? T.CreateTruncating(SpecialMath.GeluGradF(float.CreateTruncating(u[j])))
-                        : T.CreateTruncating(SpecialMath.GeluGrad(double.CreateTruncating(u[j])));
+                    g[j] *= u[j];
                     acc[j] += double.CreateTruncating(g[j]);
                 }
                 HostIO.Accumulate<T>(dx, r * c, g, s);
@@ -540,14 +545,15 @@ public sealed unsafe partial class CpuBackend : IBackend
         long n = x.Numel;
         Par.Rows((n + Chunk - 1) / Chunk, Chunk * 8L, (c0, c1) =>
         {
-            var buf = new T[Chunk]; var scratch = new T[Chunk];
+            var buf = new T[Chunk]; var scratch = new T[Chunk]; var words = new uint[Chunk];
             for (long c = c0; c < c1; c++)
             {
                 long s = c * Chunk; int len = (int)Math.Min(Chunk, n - s);
                 var b = buf.AsSpan(0, len);
                 HostIO.Read<T>(x, s, b);
+                Philox.Words(seed, offset, s, words.AsSpan(0, len));
                 for (int j = 0; j < len; j++)
-                    b[j] = Philox.Keep(seed, offset, s + j, p) ? b[j] * keepScale : T.Zero;
+                    b[j] = (words[j] >> 8) * (1f / 16777216f) >= p ? b[j] * keepScale : T.Zero; // Philox.Keep, from precomputed words
                 if (accumulate) HostIO.Accumulate<T>(y, s, b, scratch); else HostIO.Write<T>(y, s, b);
             }
         });

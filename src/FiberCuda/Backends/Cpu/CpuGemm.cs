@@ -88,6 +88,8 @@ public static unsafe class CpuGemm
     }
 
     /// <summary>acc[r, 0..nb) += Σ_k a[r, k]·panel[k, j0..j0+nb) for rows r &lt; rows (acc rows are nb apart).</summary>
+    // Straight to optimised code: short runs (tests, one-off evaluations) should not spend their GEMMs in tier-0.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     static void Kernel<T>(T[] pa, int K, int rows, ReadOnlySpan<T> panel, int N, int j0, int nb, T[] acc) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int vw = Vector<T>.Count;

@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using FiberCuda.Tensors;
 
 namespace FiberCuda.Backends.Cpu;
@@ -24,7 +25,7 @@ internal static unsafe class HostIO
             switch (dt)
             {
                 case DType.F32: new ReadOnlySpan<float>((float*)p + start, n).CopyTo(d); return;
-                case DType.BF16: { ushort* s = (ushort*)p + start; for (int i = 0; i < n; i++) d[i] = BitConverter.UInt32BitsToSingle((uint)s[i] << 16); return; }
+                case DType.BF16: fixed (float* dp = d) Bf16ToFloat((ushort*)p + start, dp, n); return;
                 case DType.F64: { double* s = (double*)p + start; for (int i = 0; i < n; i++) d[i] = (float)s[i]; return; }
                 case DType.I32: { int* s = (int*)p + start; for (int i = 0; i < n; i++) d[i] = s[i]; return; }
                 case DType.I64: { long* s = (long*)p + start; for (int i = 0; i < n; i++) d[i] = s[i]; return; }
@@ -57,7 +58,7 @@ internal static unsafe class HostIO
             switch (dt)
             {
                 case DType.F32: s.CopyTo(new Span<float>((float*)p + start, n)); return;
-                case DType.BF16: { ushort* d = (ushort*)p + start; for (int i = 0; i < n; i++) d[i] = BFloat16.FromFloat(s[i]); return; }
+                case DType.BF16: fixed (float* sp = s) FloatToBf16(sp, (ushort*)p + start, n); return;
                 case DType.F64: { double* d = (double*)p + start; for (int i = 0; i < n; i++) d[i] = s[i]; return; }
                 case DType.I32: { int* d = (int*)p + start; for (int i = 0; i < n; i++) d[i] = (int)s[i]; return; }
                 case DType.I64: { long* d = (long*)p + start; for (int i = 0; i < n; i++) d[i] = (long)s[i]; return; }
@@ -76,6 +77,39 @@ internal static unsafe class HostIO
             }
         }
         throw new NotSupportedException($"write {typeof(T).Name} as {dt.Name()}");
+    }
+
+    /// <summary>bf16 → float: the bits move to the high half (exact).</summary>
+    public static void Bf16ToFloat(ushort* s, float* d, int n)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i <= n - 16; i += 16)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(s + i));
+                Vector256.Store(Vector256.ShiftLeft(lo, 16).AsSingle(), d + i);
+                Vector256.Store(Vector256.ShiftLeft(hi, 16).AsSingle(), d + i + 8);
+            }
+        for (; i < n; i++) d[i] = BitConverter.UInt32BitsToSingle((uint)s[i] << 16);
+    }
+
+    /// <summary>float → bf16 with <see cref="BFloat16.FromFloat"/>'s rounding (nearest even, NaN kept quiet), 16 at a time.</summary>
+    public static void FloatToBf16(float* s, ushort* d, int n)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i <= n - 16; i += 16)
+                Vector256.Store(Vector256.Narrow(RoundBf16(Vector256.Load(s + i).AsUInt32()), RoundBf16(Vector256.Load(s + i + 8).AsUInt32())), d + i);
+        for (; i < n; i++) d[i] = BFloat16.FromFloat(s[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<uint> RoundBf16(Vector256<uint> u)
+    {
+        var hi = Vector256.ShiftRightLogical(u, 16);
+        var rounded = Vector256.ShiftRightLogical(u + Vector256.Create(0x7fffu) + (hi & Vector256<uint>.One), 16);
+        var nan = Vector256.GreaterThan(u & Vector256.Create(0x7fffffffu), Vector256.Create(0x7f800000u));
+        return Vector256.ConditionalSelect(nan, hi | Vector256.Create(0x40u), rounded);
     }
 
     /// <summary>t[start..] += src (read, add in T, round once).</summary>

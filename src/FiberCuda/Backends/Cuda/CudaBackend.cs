@@ -275,7 +275,9 @@ public sealed unsafe class CudaBackend : IBackend
         nint px = x.Address, pr = residual?.Address ?? 0, pg = gamma.Address, pbt = beta.Address, py = y.Address,
              pro = residual is null ? 0 : residualOut!.Address, pm = mean.Address, ps = rstd.Address;
         void** a = stackalloc void*[] { &px, &pr, &pg, &pbt, &eps, &py, &pro, &pm, &ps, &rows, &C };
-        Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}", RowGrid(rows), Threads, 0, a);
+        var v = RowVariant(C, x.DType);
+        if (v is { } f) Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}_{f.Suffix}", GroupGrid(rows, f.Tpr), Threads, 0, a);
+        else Launch("layernorm.cu", $"layernorm_fwd_{S(x)}_{S(gamma)}", RowGrid(rows), Threads, 0, a);
     }
 
     public void LayerNormBackward(Tensor s, Tensor gamma, Tensor mean, Tensor rstd, Tensor dy,
@@ -288,12 +290,16 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(s.Shape);
         Stats(mean, rows, op, "mean"); Stats(rstd, rows, op, "rstd");
         if (s.Numel == 0 || C == 0) return;
-        // W warps per block, each with its own 2C-float accumulator slice in shared memory.
-        int W = (int)Math.Clamp(MaxStaticSmem / (8L * C), 1, 4);
-        int smem = W * 2 * C * 4;
-        var k = Kernel("layernorm.cu", $"layernorm_bwd_{S(s)}_{S(gamma)}");
+        // W warps per block; each row group (a warp, or TPR lanes on the fast path) has its own
+        // 2C-float dgamma|dbeta slice in shared memory.
+        var v = RowVariant(C, s.DType);
+        int tpr = v?.Tpr ?? 32;
+        int W = (int)Math.Clamp(MaxStaticSmem / (8L * C) * tpr / 32, 1, 4);
+        int groups = W * 32 / tpr;
+        int smem = groups * 2 * C * 4;
+        var k = Kernel("layernorm.cu", v is { } f ? $"layernorm_bwd_{S(s)}_{S(gamma)}_{f.Suffix}" : $"layernorm_bwd_{S(s)}_{S(gamma)}");
         if (smem > MaxStaticSmem && k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
-        int blocks = (int)Math.Clamp((rows + W - 1) / W, 1, _dev.IsEmulated ? 4 : _smCount * 4);
+        int blocks = (int)Math.Clamp((rows + groups - 1) / groups, 1, _smCount * 8);
         nint partial = Scratch((long)blocks * 2 * C * 4);
         nint ps = s.Address, pg = gamma.Address, pm = mean.Address, pr = rstd.Address, pdy = dy.Address, pdx = dx.Address;
         void** a = stackalloc void*[] { &ps, &pg, &pm, &pr, &pdy, &pdx, &partial, &rows, &C };
@@ -310,7 +316,8 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(x.Shape);
         nint px = x.Address, py = y.Address;
         void** a = stackalloc void*[] { &px, &py, &scale, &rows, &C };
-        Launch("softmax.cu", "softmax_fwd_" + S(x), RowGrid(rows), Threads, 0, a);
+        if (RowVariant(C, x.DType) is { } f) Launch("softmax.cu", $"softmax_fwd_{S(x)}_{f.Suffix}", GroupGrid(rows, f.Tpr), Threads, 0, a);
+        else Launch("softmax.cu", "softmax_fwd_" + S(x), RowGrid(rows), Threads, 0, a);
     }
 
     public void SoftmaxBackward(Tensor y, Tensor dy, float scale, Tensor dx)
@@ -321,7 +328,8 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = ShapeUtil.Rows(y.Shape);
         nint py = y.Address, pdy = dy.Address, pdx = dx.Address;
         void** a = stackalloc void*[] { &py, &pdy, &scale, &pdx, &rows, &C };
-        Launch("softmax.cu", "softmax_bwd_" + S(y), RowGrid(rows), Threads, 0, a);
+        if (RowVariant(C, y.DType) is { } f) Launch("softmax.cu", $"softmax_bwd_{S(y)}_{f.Suffix}", GroupGrid(rows, f.Tpr), Threads, 0, a);
+        else Launch("softmax.cu", "softmax_bwd_" + S(y), RowGrid(rows), Threads, 0, a);
     }
 
     // =============================================================================================
@@ -661,7 +669,8 @@ public sealed unsafe class CudaBackend : IBackend
     {
         int acc = accumulate ? 1 : 0, dt = DtOf(ydt);
         void** a = stackalloc void*[] { &partial, &R, &ld, &C, &y, &dt, &acc };
-        Launch("reduce.cu", "colsum_partials", Grid(C), Threads, 0, a);
+        uint by = (uint)Math.Clamp(R, 1, 32);
+        Launch("reduce.cu", "colsum_partials", (C + 31) / 32, new Dim3(32, by), 0, a);
     }
 
     void SumFinal(nint partial, long R, Tensor y)
@@ -677,7 +686,7 @@ public sealed unsafe class CudaBackend : IBackend
         int vec = C % pack == 0 ? 1 : 0;
         int nv = vec == 1 ? pack : 1;
         int gx = (C + 32 * nv - 1) / (32 * nv);
-        int gy = (int)Math.Clamp((rows + 7) / 8, 1, Math.Max(1, _maxBlocks * 2 / gx));
+        int gy = (int)Math.Clamp((rows + 7) / 8, 1, Math.Max(1, _smCount * 8 / gx));
         return (new Dim3((uint)gx, (uint)gy), gy, vec);
     }
 
@@ -699,6 +708,33 @@ public sealed unsafe class CudaBackend : IBackend
     {
         long items = (work + perThread - 1) / perThread;
         return (int)Math.Clamp((items + Threads - 1) / Threads, 1, _maxBlocks);
+    }
+
+    static readonly int[] KpF32 = [1, 2, 3, 4, 6, 8], KpBf16 = [1, 2, 3, 4];
+
+    /// <summary>
+    /// The compile-time row-group kernel for rows of C elements (layernorm.cu/softmax.cu `_k{KP}t{TPR}`):
+    /// TPR lanes per row, KP 16-byte packs per lane. Null when the row is not whole packs or too long
+    /// (the generic kernel handles those).
+    /// </summary>
+    static (string Suffix, int Tpr)? RowVariant(int C, DType dt)
+    {
+        int n = 16 / dt.Size();
+        if (C <= 0 || C % n != 0) return null;
+        int packs = C / n;
+        if (packs <= 8) return ("k1t8", 8);
+        if (packs <= 16) return ("k1t16", 16);
+        int need = (packs + 31) / 32;
+        foreach (int kp in dt == DType.F32 ? KpF32 : KpBf16)
+            if (kp >= need) return ($"k{kp}t32", 32);
+        return null;
+    }
+
+    /// <summary>Row-group kernels: 256/TPR rows per 256-thread block.</summary>
+    int GroupGrid(long rows, int tpr)
+    {
+        long perBlock = Threads / tpr;
+        return (int)Math.Clamp((rows + perBlock - 1) / perBlock, 1, _dev.IsEmulated ? _maxBlocks * 4 : _smCount * 64);
     }
 
     /// <summary>Warp-per-row kernels: 8 rows per 256-thread block.</summary>

@@ -27,6 +27,8 @@ template <class... P, class... A> static void launch(void (*k)(P...), dim3 g, di
     std::apply([&](auto&... v) { int i = 0; ((args[i++] = (void*)&v), ...); }, vals);
     char err[1024] = {0};
     emu_launch cfg{{g.x, g.y, g.z}, {b.x, b.y, b.z}, smem, 232448, err, sizeof err};
+    if (const char* order = getenv("FIBER_EMU_SCHEDULE"))  // forward | reverse | random
+        cfg.schedule = !strcmp(order, "reverse") ? 1u : !strcmp(order, "random") ? 2u : 0u;
     if (fiber_emu::launch(k, &cfg, args)) { fprintf(stderr, "launch failed: %s\n", err); exit(1); }
 }
 #else
