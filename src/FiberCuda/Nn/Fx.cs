@@ -33,8 +33,12 @@ public static class Fx
     /// <summary>Mean over the token axis: [B, N, D] → [B, D].</summary>
     public static Tensor MeanTokens(Tensor x)
     {
-        int n = x.Dim(1);
-        return F.Scale(F.SumLastDim(F.Permute(x, 0, 2, 1)), 1f / n);
+        int b = x.Dim(0), n = x.Dim(1), d = x.Dim(2);
+        // xᵀ·(1/N): one batched GEMM, and 1/N in the tensor's own precision (F.Scale takes a float).
+        var w = Const(x.Backend, Enumerable.Repeat(1.0 / n, n).ToArray(), [n, 1], x.DType);
+        // F.MatMul broadcasts a 2-D operand only over a batch > 1, so a single image is a plain 2-D product.
+        var a = b == 1 ? F.Reshape(x, n, d) : x;
+        return F.Reshape(F.MatMul(a, w, transA: true), b, d);
     }
 
     /// <summary>x[:, i] along axis 1 of [B, L, D] → [B, D].</summary>
