@@ -13,6 +13,21 @@ public sealed class Pooler : Module
     public Tensor Forward(Tensor x) => Fx.Tanh(Dense.Forward(Fx.Token(x, 0)));
 }
 
+/// <summary>
+/// `cross_modal_att_layers`: the caption path's per-layer Linear(C₄ → C₄/2) adapters (fiber-coarse.md §3.5), one slot
+/// per text layer but the top two; only the fused layers whose cross-attention takes the second-to-last stage's
+/// width use theirs. A root-level module, so its names are the official keys.
+/// </summary>
+public sealed class CaptionAdapters : Module
+{
+    public CaptionAdapters(NnContext ctx, FiberConfig c) : base(ctx)
+    {
+        Layers = Child("cross_modal_att_layers", new ModuleList<Linear>(ctx,
+            Enumerable.Range(0, c.TextLayers - 2).Select(_ => new Linear(ctx, c.FinalDim, c.FinalDim / 2))));
+    }
+    public ModuleList<Linear> Layers { get; }
+}
+
 /// <summary>Outputs of the fused forward (fiber-coarse.md §3.4).</summary>
 public sealed record FusedOutput(Tensor TextFeats, Tensor ImageFeats, Tensor ClsFeats, Tensor TextStates, Tensor ImageStates);
 
@@ -104,6 +119,29 @@ public sealed class FiberCoarseModel : Module
         var t = TextPooler.Forward(T);
         var v = ImagePooler.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2)));
         return new FusedOutput(T, V, F.Concat([t, v], 1), txt, img);
+    }
+
+    /// <summary>
+    /// The caption path (fiber-coarse.md §3.5 `infer_caption`): one-way fusion from the final, unnormalised Swin
+    /// features <paramref name="imageEmbeds"/> (<see cref="SwinTransformer.Forward"/>, computed once per image) into a
+    /// causally masked text tower. Fused layers whose cross-attention width is the previous stage's read
+    /// adapters[l](image), the others read the image directly; every layer keeps its output LayerNorm.
+    /// Returns `text_feats` = cross_modal_text_transform(text) [B, L, H], the LM head's input.
+    /// </summary>
+    public Tensor ForwardCaption(Tensor imageEmbeds, TextBatch text, CaptionAdapters adapters)
+    {
+        var c = Config;
+        text.Validate();
+        var mask = Fx.CausalKeyMask(Ctx.Backend, text.Mask, text.Batch, text.Length, c.TextHeads, Ctx.DType);
+        var t = Text.Embeddings.Forward(text);
+        for (int l = 0; l < c.TextLayers; l++)
+        {
+            Tensor? kv = null;
+            if (c.IsFusedTextLayer(l))
+                kv = c.TextCrossKvDim(l) == c.FinalDim ? imageEmbeds : adapters.Layers[l].Forward(imageEmbeds);
+            t = Text.Encoder.Layer[l].Forward(t, mask, kv);
+        }
+        return TextTransform.Forward(t);
     }
 
     /// <summary>ITC text embedding (§3.5 `text_only`): unfused tower → transform_itc → pooler_itc at token 0 → L2-normalised [B, H].</summary>

@@ -71,6 +71,24 @@ public static class Fx
     }
 
     /// <summary>
+    /// The decoder mask of the caption path (roberta.py `_prepare_decoder_attention_mask`): −inf above the diagonal
+    /// (causal) plus the dtype's lowest finite value at padded keys, so a future pad key is −inf and a past one
+    /// finfo.min; [B, heads, L, L].
+    /// </summary>
+    public static Tensor CausalKeyMask(IBackend be, int[] mask, int batch, int len, int heads, DType dtype)
+    {
+        double lowest = dtype == DType.F64 ? double.MinValue : dtype == DType.BF16 ? -3.3895313892515355e38 : float.MinValue;
+        var v = new double[(long)batch * heads * len * len];
+        long o = 0;
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < len; i++)
+                    for (int j = 0; j < len; j++)
+                        v[o++] = j > i ? double.NegativeInfinity : mask[b * len + j] == 0 ? lowest : 0.0;
+        return be.FromDoubles(v, [batch, heads, len, len], dtype);
+    }
+
+    /// <summary>
     /// Additive key mask of a 0/1 text mask [B, L]: (1 − m)·<paramref name="value"/>, expanded to the
     /// score shape [B, heads, rows, L] (the ops have no broadcasting; the mask is a constant).
     /// </summary>

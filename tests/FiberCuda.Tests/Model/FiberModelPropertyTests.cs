@@ -107,6 +107,23 @@ public sealed class FiberModelPropertyTests
     }
 
     [TestMethod]
+    public void CaptionPathIsCausal()
+    {
+        var m = Fx.Model(DType.F32);
+        var adapters = new CaptionAdapters(m.Ctx, ModelFixture.Config);
+        FiberInit.Apply(adapters, ModelFixture.Config, 3);
+        using var _ = Grad.NoGrad();
+        var img = m.Swin.Forward(F.Slice(Fx.Tensor("input.image", Backend.Cpu, DType.F32), 0, 0, 1));
+        var t = Fx.Text().Rows(0, 1);
+        var a = m.ForwardCaption(img, t, adapters).ToDoubleArray();
+        var ids = (int[])t.Ids.Clone(); ids[5] = ids[5] == 7 ? 8 : 7;     // change token 5
+        var b = m.ForwardCaption(img, t with { Ids = ids }, adapters).ToDoubleArray();
+        int h = m.Config.CrossHidden;
+        CollectionAssert.AreEqual(a.Take(5 * h).ToArray(), b.Take(5 * h).ToArray(), "tokens before 5 do not see it");
+        Assert.IsFalse(a.Skip(5 * h).SequenceEqual(b.Skip(5 * h)), "token 5 onwards do");
+    }
+
+    [TestMethod]
     public void PositionIdsFollowRoberta()
     {
         var t = new TextBatch([0, 7, 8, 2, 1, 1, 0, 5, 2, 1, 9, 1], [1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0], 2, 6);

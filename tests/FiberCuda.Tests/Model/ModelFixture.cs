@@ -53,7 +53,7 @@ sealed class ModelFixture
         var ctx = new NnContext(be, dtype);
         var m = new FiberCoarseModel(ctx, Config);
         var sd = Names("param.").ToDictionary(n => n, n => Tensor("param." + n, be, dtype));
-        m.LoadStateDict(sd);
+        Assert.IsTrue(m.LoadBackbone(sd).Ok);
         m.Eval();
         return m;
     }
@@ -99,13 +99,15 @@ sealed class ModelFixture
     /// tensor's max, floored at 1e-4 of the case's largest gradient: the attention key biases' exact zeros are rounding
     /// noise), absent ones must be null or zero.
     /// </summary>
-    public void AssertGrads(string @case, Module m, double tol, StringBuilder? log = null)
+    public void AssertGrads(string @case, Module m, double tol, StringBuilder? log = null) => AssertGrads(@case, m.NamedParameters(), tol, log);
+
+    public void AssertGrads(string @case, IEnumerable<(string Name, Tensor Tensor)> parameters, double tol, StringBuilder? log = null)
     {
         string pre = $"grad.{@case}.";
         double global = Names(pre).Max(n => T[pre + n].ToDoubles().Max(Math.Abs));
         int n = 0;
         var failures = new List<string>();
-        foreach (var (name, p) in m.NamedParameters())
+        foreach (var (name, p) in parameters)
         {
             var g = p.Grad?.ToDoubleArray();
             if (!T.TryGetValue(pre + name, out var r))
