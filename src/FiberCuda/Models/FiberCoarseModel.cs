@@ -42,6 +42,9 @@ public sealed class FiberCoarseModel : Module
     {
         c.Validate();
         if (c.Stage != FiberStage.Coarse) throw new ArgumentException($"{c.Name} is not a coarse config");
+        // swin_transformer.py: `window_size = int(img_size / 32)`, whatever the variant says (fiber-coarse.md §1.1).
+        if (c.WindowSize != c.ImageSize / 32)
+            throw new ArgumentException($"{c.Name}: the coarse Swin's window is image_size/32 = {c.ImageSize / 32}, not {c.WindowSize} (use FiberCoarseModel.AtImageSize)");
         Config = c;
         int h = c.CrossHidden;
         TextTransform = Child("cross_modal_text_transform", new Linear(ctx, c.TextHidden, h));
@@ -57,6 +60,10 @@ public sealed class FiberCoarseModel : Module
     }
 
     public FiberConfig Config { get; }
+
+    /// <summary><paramref name="c"/> at another input size, with the window that size implies (S/32).</summary>
+    public static FiberConfig AtImageSize(FiberConfig c, int imageSize) =>
+        c with { ImageSize = imageSize, WindowSize = imageSize / 32, Name = c.Name.Replace(c.ImageSize.ToString(), imageSize.ToString()) };
 
     /// <summary>Whether an official key belongs to this module (not a task head, queue or caption adapter).</summary>
     public static bool IsBackboneKey(string k) =>

@@ -133,7 +133,9 @@ public sealed class FiberModelPropertyTests
     [TestMethod]
     public void WindowFollowsTheImageSize()
     {
-        var c = FiberConfig.Tiny(FiberStage.Coarse, 96);         // S = 96: window 3, grids 24/12/6/3
+        Assert.ThrowsExactly<ArgumentException>(() => new FiberCoarseModel(NnContext.Cpu(), FiberConfig.Tiny() with { ImageSize = 96 }), "window must follow S");
+        var c = FiberCoarseModel.AtImageSize(FiberConfig.Tiny(), 96);  // S = 96: window 3, grids 24/12/6/3
+        Assert.AreEqual(FiberConfig.Tiny(FiberStage.Coarse, 96), c);
         var m = new FiberCoarseModel(NnContext.Cpu(), c);
         int[] expectWindow = [3, 3, 3, 3], expectShift = [1, 1, 1, 0];
         for (int s = 0; s < 4; s++)
