@@ -86,15 +86,16 @@ static class DataTestUtil
 
     /// <summary>
     /// A tiny byte-level BPE vocabulary in HF format. "cat sat cat" pre-tokenises to "cat", "Ġsat", "Ġcat"; the merges
-    /// build "cat" and "Ġsat" but not "Ġcat", so the expected ids are [cat, Ġsat, Ġ, cat].
+    /// build "cat" and "Ġsat" but not "Ġcat", so the expected ids are [cat, Ġsat, Ġ, cat]. "é" is UTF-8 C3 A9, which
+    /// GPT-2's byte-to-unicode table writes "Ã©"; the last merge joins them.
     /// </summary>
     public static (string Vocab, string Merges) TinyRoberta(TempDir dir)
     {
         string v = dir.P("vocab.json"), m = dir.P("merges.txt");
         File.WriteAllText(v, """
-            {"<s>":0,"<pad>":1,"</s>":2,"<unk>":3,"c":4,"a":5,"t":6,"s":7,"\u0120":8,"ca":9,"cat":10,"sa":11,"sat":12,"\u0120sat":13,"<mask>":14}
+            {"<s>":0,"<pad>":1,"</s>":2,"<unk>":3,"c":4,"a":5,"t":6,"s":7,"\u0120":8,"ca":9,"cat":10,"sa":11,"sat":12,"\u0120sat":13,"<mask>":14,"\u00c3":15,"\u00a9":16,"\u00c3\u00a9":17}
             """);
-        File.WriteAllText(m, "#version: 0.2\nc a\nca t\ns a\nsa t\n\u0120 sat\n");
+        File.WriteAllText(m, "#version: 0.2\nc a\nca t\ns a\nsa t\n\u0120 sat\n\u00c3 \u00a9\n");
         return (v, m);
     }
 }

@@ -14,6 +14,8 @@ public sealed class CaptionTokenizerTests
         Assert.AreEqual(0, tok.BosId); Assert.AreEqual(1, tok.PadId); Assert.AreEqual(2, tok.EosId); Assert.AreEqual(14, tok.MaskId);
         CollectionAssert.AreEqual(new[] { 10, 13, 8, 10 }, tok.EncodeContent("cat sat cat"));
         CollectionAssert.AreEqual(new[] { 10, 7 }, tok.EncodeContent("cats"));
+        CollectionAssert.AreEqual(new[] { 10, 17 }, tok.EncodeContent("caté"));
+        Assert.AreEqual("caté", tok.Decode(new long[] { 10, 17 }));
 
         var ids = new long[8]; var mask = new long[8];
         Assert.AreEqual(6, tok.Encode("cat sat cat", ids, mask));
