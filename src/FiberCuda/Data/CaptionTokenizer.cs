@@ -93,7 +93,10 @@ public sealed class CaptionTokenizer
     /// <summary>Content ids of <paramref name="text"/> without specials or truncation.</summary>
     public int[] EncodeContent(string text)
     {
-        var ids = _bpe.EncodeToIds(text);
+        IReadOnlyList<int> ids;
+        // Loader workers share one tokenizer; Microsoft.ML.Tokenizers documents no thread-safety for its BPE caches,
+        // and encoding a caption is cheap next to decoding its image, so calls are serialised.
+        lock (_bpe) ids = _bpe.EncodeToIds(text);
         var r = new int[ids.Count];
         for (int i = 0; i < r.Length; i++) r[i] = ids[i] + _contentOffset;
         return r;
@@ -119,6 +122,9 @@ public sealed class CaptionTokenizer
     }
 
     /// <summary>Text of the content ids (specials and padding dropped).</summary>
-    public string Decode(IEnumerable<long> ids) =>
-        _bpe.Decode(ids.Where(i => !IsSpecial(i)).Select(i => (int)i - _contentOffset)) ?? "";
+    public string Decode(IEnumerable<long> ids)
+    {
+        var content = ids.Where(i => !IsSpecial(i)).Select(i => (int)i - _contentOffset).ToArray();
+        lock (_bpe) return _bpe.Decode(content) ?? "";
+    }
 }
