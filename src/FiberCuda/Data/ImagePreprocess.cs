@@ -71,46 +71,87 @@ public static class PilBicubic
     {
         if (src.Length != inW * inH * channels) throw new ArgumentException("source size does not match its shape");
         if (outW <= 0 || outH <= 0) throw new ArgumentOutOfRangeException(nameof(outW));
+        if (channels is < 1 or > 4) throw new ArgumentOutOfRangeException(nameof(channels));
         byte[] cur = src.ToArray();
-        int curW = inW, curH = inH;
-        if (outW != inW)
+        if (outW != inW) cur = Horizontal(cur, inW, inH, channels, outW);
+        if (outH != inH) cur = Vertical(cur, outW, inH, channels, outH);
+        return cur;
+    }
+
+    static unsafe byte[] Horizontal(byte[] src, int inW, int h, int channels, int outW)
+    {
+        var (b, w, ks) = Coeffs(inW, outW);
+        var dst = new byte[h * outW * channels];
+        fixed (byte* ps = src, pd = dst)
+        fixed (int* pw = w, pb = b)
         {
-            var (b, w, ks) = Coeffs(inW, outW);
-            var dst = new byte[curH * outW * channels];
-            for (int y = 0; y < curH; y++)
+            for (int y = 0; y < h; y++)
             {
-                int row = y * curW * channels;
+                byte* row = ps + (long)y * inW * channels;
+                byte* orow = pd + (long)y * outW * channels;
                 for (int xx = 0; xx < outW; xx++)
                 {
-                    int xmin = b[xx * 2], xmax = b[xx * 2 + 1], kb = xx * ks;
-                    for (int c = 0; c < channels; c++)
+                    int xmin = pb[xx * 2], xmax = pb[xx * 2 + 1];
+                    int* k = pw + xx * ks;
+                    byte* p = row + xmin * channels;
+                    // All channels of a pixel in one pass over the taps.
+                    int s0 = 1 << (PrecisionBits - 1), s1 = s0, s2 = s0, s3 = s0;
+                    if (channels == 3)
                     {
-                        int ss = 1 << (PrecisionBits - 1);
-                        for (int x = 0; x < xmax; x++) ss += cur[row + (x + xmin) * channels + c] * w[kb + x];
-                        dst[(y * outW + xx) * channels + c] = Clip8(ss);
+                        for (int x = 0; x < xmax; x++, p += 3)
+                        {
+                            int kx = k[x];
+                            s0 += p[0] * kx; s1 += p[1] * kx; s2 += p[2] * kx;
+                        }
                     }
+                    else
+                    {
+                        for (int x = 0; x < xmax; x++, p += channels)
+                        {
+                            int kx = k[x];
+                            s0 += p[0] * kx;
+                            if (channels > 1) s1 += p[1] * kx;
+                            if (channels > 2) s2 += p[2] * kx;
+                            if (channels > 3) s3 += p[3] * kx;
+                        }
+                    }
+                    byte* o = orow + xx * channels;
+                    o[0] = Clip8(s0);
+                    if (channels > 1) o[1] = Clip8(s1);
+                    if (channels > 2) o[2] = Clip8(s2);
+                    if (channels > 3) o[3] = Clip8(s3);
                 }
             }
-            cur = dst; curW = outW;
         }
-        if (outH != inH)
+        return dst;
+    }
+
+    static unsafe byte[] Vertical(byte[] src, int width, int inH, int channels, int outH)
+    {
+        var (b, w, ks) = Coeffs(inH, outH);
+        int stride = width * channels;
+        var dst = new byte[outH * stride];
+        var acc = new int[stride];
+        fixed (byte* ps = src, pd = dst)
+        fixed (int* pw = w, pb = b, pa = acc)
         {
-            var (b, w, ks) = Coeffs(inH, outH);
-            var dst = new byte[outH * curW * channels];
-            int stride = curW * channels;
             for (int yy = 0; yy < outH; yy++)
             {
-                int ymin = b[yy * 2], ymax = b[yy * 2 + 1], kb = yy * ks;
-                for (int i = 0; i < stride; i++)
+                int ymin = pb[yy * 2], ymax = pb[yy * 2 + 1];
+                int* k = pw + yy * ks;
+                new Span<int>(pa, stride).Fill(1 << (PrecisionBits - 1));
+                // Taps outermost so every source row is read sequentially; integer sums do not depend on the order.
+                for (int y = 0; y < ymax; y++)
                 {
-                    int ss = 1 << (PrecisionBits - 1);
-                    for (int y = 0; y < ymax; y++) ss += cur[(y + ymin) * stride + i] * w[kb + y];
-                    dst[yy * stride + i] = Clip8(ss);
+                    byte* row = ps + (long)(y + ymin) * stride;
+                    int ky = k[y];
+                    for (int i = 0; i < stride; i++) pa[i] += row[i] * ky;
                 }
+                byte* orow = pd + (long)yy * stride;
+                for (int i = 0; i < stride; i++) orow[i] = Clip8(pa[i]);
             }
-            cur = dst; curH = outH;
         }
-        return cur;
+        return dst;
     }
 }
 
