@@ -38,6 +38,17 @@ public static partial class CaptionDatasets
         return splits is null || spec.EndsWith(".json", StringComparison.OrdinalIgnoreCase) ? ds : ds.WhereSplit(splits.ToArray());
     }
 
+    /// <summary>
+    /// Everything a pre-training run needs in one call: the dataset from <paramref name="spec"/>, the tokenizer
+    /// (RoBERTa files from <paramref name="tokenizerDir"/>, else the GPT-2 demo fallback) and a loader.
+    /// </summary>
+    public static CaptionLoader OpenLoader(string spec, LoaderOptions options, string? tokenizerDir = null, DataStats? stats = null,
+        string? imageRoot = null, IReadOnlyCollection<string>? splits = null)
+    {
+        stats ??= new DataStats();
+        return new CaptionLoader(Open(spec, stats, imageRoot, splits), CaptionTokenizer.FromDirectoryOrGpt2(tokenizerDir), options, stats);
+    }
+
     [GeneratedRegex(@"\{(\d+)\.\.(\d+)\}")]
     private static partial Regex RangePattern();
 

@@ -187,6 +187,11 @@ public sealed class CaptionDatasetsTests
         Assert.AreEqual(0, CaptionDatasets.Open(val, stats, splits: new[] { "train" }).Count);
         // synthetic:4:4:32 is scenes 0..3 of the same generator as the folder, so the first captions agree.
         CollectionAssert.AreEqual(both[0].Captions.ToArray(), both[5].Captions.ToArray());
+        var loader = CaptionDatasets.OpenLoader(train, new LoaderOptions { BatchSize = 2, ImageSize = 16, Workers = 1 }, dir.Path, stats);
+        Assert.AreEqual("gpt2-fallback", loader.Tokenizer.Name);
+        Assert.AreEqual(CaptionDatasets.Open(train, stats).Items.Sum(i => i.Captions.Count), loader.PairCount);
+        Assert.AreEqual((loader.PairCount + 1) / 2, loader.Epoch(0).Count());
+        Assert.AreEqual(0, stats.SkippedImages);
     }
 
     [TestMethod]
