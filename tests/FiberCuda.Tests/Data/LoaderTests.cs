@@ -79,11 +79,13 @@ public sealed class CaptionLoaderTests
     [TestMethod]
     public void PrefetchQueueIsBounded()
     {
-        int rendering = 0, maxRendering = 0;
+        int rendering = 0, maxRendering = 0, firstWait = 0;
         var items = Enumerable.Range(0, 48).Select(i => new CaptionedImage(new RenderedImageRef($"slow:{i}", () =>
         {
             int now = Interlocked.Increment(ref rendering);
             InterlockedMax(ref maxRendering, now);
+            // The first render waits (bounded) for a second worker, so parallelism is observed even on a busy machine.
+            if (Interlocked.Exchange(ref firstWait, 1) == 0) SpinWait.SpinUntil(() => Volatile.Read(ref maxRendering) >= 2, 3000);
             Thread.Sleep(2);
             Interlocked.Decrement(ref rendering);
             return new Image<Rgb24>(8, 8, new Rgb24((byte)i, 0, 0));
