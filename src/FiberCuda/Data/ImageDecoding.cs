@@ -37,6 +37,12 @@ public static class ImageDecoder
     {
         var c = Configuration.Default.Clone();
         c.MaxDegreeOfParallelism = 1;
+        // Only the first frame, like PIL's Image.open → convert("RGB"): an animation of many full-size frames would
+        // otherwise multiply the memory the pixel limit allows. (ImageSharp 2.1's WebP decoder has no such switch.)
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Gif.GifFormat.Instance,
+            new SixLabors.ImageSharp.Formats.Gif.GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Tiff.TiffFormat.Instance,
+            new SixLabors.ImageSharp.Formats.Tiff.TiffDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
         return c;
     }
 

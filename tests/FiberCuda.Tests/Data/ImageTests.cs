@@ -115,6 +115,18 @@ public sealed class ImagePipelineTests
     }
 
     [TestMethod]
+    public void AnimatedGifDecodesOnlyTheFirstFrame()
+    {
+        using var gif = new Image<Rgb24>(10, 6, new Rgb24(255, 0, 0));
+        for (int f = 0; f < 3; f++) gif.Frames.AddFrame(new Image<Rgb24>(10, 6, new Rgb24(0, 0, 255)).Frames.RootFrame);
+        using var ms = new MemoryStream();
+        gif.SaveAsGif(ms);
+        using var got = ImageDecoder.Decode(ms.ToArray(), "anim.gif");
+        Assert.AreEqual(1, got.Frames.Count);
+        Assert.AreEqual(new Rgb24(255, 0, 0), got[3, 3]);
+    }
+
+    [TestMethod]
     public void CorruptTruncatedAndMissingAreClassified()
     {
         using var dir = new TempDir();
