@@ -94,7 +94,8 @@ public static class HeadOps
     public static Tensor GatherRows(Tensor x, Tensor idx)
     {
         int h = x.Dim(-1);
-        return F.Embedding(x.Reshape(-1, h), idx.Reshape((int)idx.Numel)).Reshape((int)idx.Numel, h);
+        // F.Reshape (not Tensor.Reshape) so the gradient reaches x through the view.
+        return F.Embedding(F.Reshape(x, -1, h), idx.Reshape((int)idx.Numel));
     }
 
     /// <summary>
