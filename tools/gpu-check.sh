@@ -43,13 +43,13 @@ export FIBER_KERNEL_CACHE=${FIBER_KERNEL_CACHE:-/tmp/fibercuda-cache}
 { echo "# FiberCuda GPU check"; echo; echo '```'; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1; echo "FIBER_CUDA_LIB_DIR=${FIBER_CUDA_LIB_DIR:-}"; echo '```'; } > "$out/report.md"
 
 log "Gpu tests"
-timeout 200 dotnet .gpu/build/tests/FiberCuda.Tests.dll --filter "TestCategory=Gpu" --no-progress \
+timeout 150 dotnet .gpu/build/tests/FiberCuda.Tests.dll --filter "TestCategory=Gpu" --no-progress --output Detailed \
   > "$out/gpu-tests.log" 2>&1
 echo "gpu tests exit: $?" | tee -a "$out/report.md"
 tail -n 8 "$out/gpu-tests.log" >> "$out/report.md"
 
 log "benchmarks at FIBER shapes"
-timeout 180 dotnet .gpu/build/prof/fiber-prof.dll --device gpu --shapes fiber --json "$out/bench.json" \
+timeout 120 dotnet .gpu/build/prof/fiber-prof.dll --device gpu --shapes fiber --json "$out/bench.json" \
   > "$out/bench.txt" 2>&1
 echo "bench exit: $?" | tee -a "$out/report.md"
 cat "$out/bench.txt" >> "$out/report.md"
