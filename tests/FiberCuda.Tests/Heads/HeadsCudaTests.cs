@@ -1,7 +1,6 @@
 using FiberCuda.Autograd;
 using FiberCuda.Backends;
 using FiberCuda.Backends.Cuda;
-using FiberCuda.Kernels;
 using FiberCuda.Runtime;
 using FiberCuda.Tensors;
 using FiberCuda.Tests.Support;
@@ -265,27 +264,4 @@ public sealed class HeadsGpuTests : HeadsCudaTestBase
 
     [TestMethod] public void Mlm_BadLabelIsNaN() => MlmBadLabelIsNaN();
     [TestMethod] public void Autograd() => AutogradBothLosses();
-}
-
-[TestClass]
-[TestCategory("Nvrtc")]
-public sealed class HeadsNvrtcTests
-{
-    [TestMethod]
-    [DataRow(80)]
-    [DataRow(90)]
-    public void HeadKernelsCompile(int sm)
-    {
-        NvrtcCompiler nvrtc;
-        try { nvrtc = new NvrtcCompiler(Path.Combine(Path.GetTempPath(), "fiber-nvrtc-heads-" + Environment.ProcessId)); }
-        catch (Exception e) { Assert.Inconclusive("no NVRTC: " + e.Message); throw; }
-        if (nvrtc.SupportedArchs.Count > 0 && !nvrtc.SupportedArchs.Contains(sm)) Assert.Inconclusive($"NVRTC {nvrtc.Version} has no sm_{sm}");
-        foreach (var f in new[] { "itc.cu", "mlm.cu" })
-        {
-            var k = nvrtc.CompileForArch(f, sm, wantCubin: true);
-            var text = System.Text.Encoding.ASCII.GetString(k.Image);
-            foreach (var name in EmuCompiler.FindKernels(KernelSource.Read(f)))
-                StringAssert.Contains(text, name + "\0", $"{f}: kernel {name} missing from the sm_{sm} CUBIN");
-        }
-    }
 }
