@@ -18,9 +18,9 @@ public abstract class HeadsCudaTestBase
     protected abstract IBackend Gpu { get; }
     static IBackend Cpu => Backend.Cpu;
 
-    sealed record ItcOut(double Loss, double[]? GImg, double[]? GTxt, double GTemp);
+    protected sealed record ItcOut(double Loss, double[]? GImg, double[]? GTxt, double GTemp);
 
-    static ItcOut RunItc(IBackend be, Itc p, DType dt, bool gImg = true, bool gTxt = true, bool gTemp = true)
+    protected static ItcOut RunItc(IBackend be, Itc p, DType dt, bool gImg = true, bool gTxt = true, bool gTemp = true)
     {
         var st = dt == DType.F64 ? DType.F64 : DType.F32;
         using var img = be.FromDoubles(p.Img, [p.B, p.D], dt);
@@ -96,9 +96,9 @@ public abstract class HeadsCudaTestBase
         }
     }
 
-    sealed record MlmOut(double[] Loss, double[] Lse, double[]? DH, double[]? DW, double[]? DB);
+    protected sealed record MlmOut(double[] Loss, double[] Lse, double[]? DH, double[]? DW, double[]? DB);
 
-    static MlmOut RunMlm(IBackend be, Mlm p, DType dt, DType labelType, int tile, double[]? dloss, DType? biasType = null)
+    protected static MlmOut RunMlm(IBackend be, Mlm p, DType dt, DType labelType, int tile, double[]? dloss, DType? biasType = null)
     {
         var st = dt == DType.F64 ? DType.F64 : DType.F32;
         var ops = be.Heads();
@@ -210,6 +210,31 @@ public sealed class HeadsEmulatedTests : HeadsCudaTestBase
     [TestMethod]
     [DataRow(6, 40, 61)]
     public void Itc_Bf16(int b, int d, int q) => ItcCase(b, d, q, DType.BF16);
+
+    [TestMethod] public void Itc_WidestFeatures() => ItcCase(2, 1024, 3, DType.F32);
+
+    [TestMethod]
+    public void Itc_TooWideFeaturesAreRejected()
+    {
+        var p = MakeItc(1, 2, 1025, 1);
+        Assert.ThrowsExactly<ArgumentException>(() => RunItc(Gpu, p, DType.F32));
+    }
+
+    [TestMethod]
+    public void Mlm_TilesBelowEightColumnsAreRoundedUp()
+    {
+        // Weight-tile pointers stay 16-byte aligned for cuBLASLt: a requested tile of 3 runs as 8.
+        MlmCase(3, 5, 19, 3, true, DType.BF16, DType.I32);
+    }
+
+    [TestMethod]
+    public void Mlm_NoRows()
+    {
+        var p = new Mlm(0, 4, 9, [], MakeMlm(2, 1, 4, 9).Weight, null, []);
+        var g = RunMlm(Gpu, p, DType.F32, DType.I32, 8, []);
+        Assert.AreEqual(0, g.Loss.Length);
+        Assert.IsTrue(g.DW!.All(x => x == 0));
+    }
 
     [TestMethod] public void Itc_HotTemperature() => ItcCase(4, 16, 30, DType.F32, temp: 0.001);
     [TestMethod] public void Itc_PartialGradients() => ItcPartialGradients();

@@ -153,7 +153,7 @@ public sealed unsafe class CudaHeadOps : IHeadOps
         // scratch is capped at 64M f32 elements whatever the row count.
         long cap = Math.Max(8, (64L << 20) / Math.Max(1, n) / 8 * 8);
         long t = Math.Min(_tile, cap);
-        if (t < v && t >= 8) t = t / 8 * 8;
+        if (t < v) t = Math.Max(8, t / 8 * 8);
         return (int)Math.Max(1, Math.Min(t, v));
     }
 
