@@ -107,6 +107,16 @@ public sealed class ForwardCommandTests
         Assert.AreEqual(ModelFixture.Config, FiberCuda.Models.FiberConfig.FromJson(f.Metadata["config"]));
     }
 
+    /// <summary>For <see cref="ForwardCommandOnCudaTests"/>: f32 on <paramref name="device"/>, then the torch comparison if it ran.</summary>
+    internal void RunOn(string device, Action<int, string> checkRc)
+    {
+        var (rc, err) = Cli("--weights", Weights, "--input", Input, "--out", Out, "--device", device);
+        checkRc(rc, err);
+        AssertMatchesTorch(1e-4);
+        using var f = SafeTensorsFile.Open(Out);
+        StringAssert.StartsWith(f.Metadata["device"], "cuda(");
+    }
+
     [TestMethod]
     public void OneImagePerCallGivesTheSameOutputs()
     {
@@ -246,4 +256,30 @@ public sealed class ForwardCommandTests
         StringAssert.Contains(err, "CPU only");
         Assert.IsFalse(File.Exists(Out));
     }
+}
+
+/// <summary>`fiber forward` on the CUDA backend: the emulated GPU always, the real one when there is one.</summary>
+[TestClass]
+[DoNotParallelize]
+public sealed class ForwardCommandOnCudaTests
+{
+    static void Run(string device, Action<int, string> onResult)
+    {
+        var t = new ForwardCommandTests();
+        t.Setup();
+        try { t.RunOn(device, onResult); }
+        finally { t.Cleanup(); }
+    }
+
+    [TestMethod]
+    [TestCategory("Emulated")]
+    public void EmulatedGpuMatchesTorch() => Run("emu", (rc, err) => Assert.AreEqual(ExitCodes.Ok, rc, err));
+
+    [TestMethod]
+    [TestCategory("Gpu")]
+    public void GpuMatchesTorch() => Run("gpu", (rc, err) =>
+    {
+        if (rc == ExitCodes.Device) Assert.Inconclusive("no GPU: " + err.Trim());
+        Assert.AreEqual(ExitCodes.Ok, rc, err);
+    });
 }
