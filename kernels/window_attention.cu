@@ -297,14 +297,16 @@ extern "C" __global__ void window_attn_bwd_bf16(const bf16* qkv, const void* tab
     wa_bwd<bf16>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, B, H, W, nH, w, s, scale);
 }
 
-// dtable[e, h] += Σ_win part[win, h, e] (window order: deterministic). One thread per (e, h).
+// dtable[e, h] += Σ_win part[win, h, e] (window order: deterministic). One thread per (h, e), e fastest
+// so a warp's loads of one window's partial row are contiguous.
 extern "C" __global__ void window_attn_dbias_reduce(const float* part, int nwin, int nH, int T2, void* dtable, int tdt)
 {
     FIBER_GRID_LOOP(k, (i64)T2 * nH)
     {
-        int e = (int)(k / nH), h = (int)(k % nH);
+        int h = (int)(k / T2), e = (int)(k % T2);
         float acc = 0.0f;
         for (int win = 0; win < nwin; win++) acc += part[((i64)win * nH + h) * T2 + e];
-        store_dyn(dtable, k, tdt, load_dyn(dtable, k, tdt) + acc);
+        i64 o = (i64)e * nH + h;
+        store_dyn(dtable, o, tdt, load_dyn(dtable, o, tdt) + acc);
     }
 }
