@@ -88,7 +88,15 @@ __device__ __forceinline__ void wa_load_tables(const void* table, int tdt, const
     for (int e = threadIdx.x; e < g.N; e += blockDim.x) lab[e] = wa_label(g, e);
 }
 
-__device__ __forceinline__ float wa_dot(const float* a, const float* b)
+// The row that stays fixed over a loop lives in registers, so each FMA of a dot product reads shared
+// memory once (the other operand), not twice.
+__device__ __forceinline__ void wa_regs(const float* p, float (&r)[WA_D])
+{
+#pragma unroll
+    for (int c = 0; c < WA_D; c++) r[c] = p[c];
+}
+
+__device__ __forceinline__ float wa_dot(const float (&a)[WA_D], const float* b)
 {
     float acc = 0.0f;
 #pragma unroll
@@ -123,6 +131,8 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
         const i64 t = wa_token(g, i);
         qrow[lane] = to_f(qkv[(t * 3 + 0) * C + g.h * WA_D + lane]);
         __syncwarp();
+        float qi[WA_D];
+        wa_regs(qrow, qi);
         const int li = lab[i];
         float sc[WA_MAXJ];
         float mx = fiber_neg_inf();
@@ -133,7 +143,7 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
             sc[m] = fiber_neg_inf();
             if (j < N)
             {
-                float v = scale * wa_dot(qrow, Ks + j * WA_LD) + btab[wa_rel(i, j, w)];
+                float v = scale * wa_dot(qi, Ks + j * WA_LD) + btab[wa_rel(i, j, w)];
                 if (lab[j] != li) v += -100.0f;
                 sc[m] = v;
                 mx = fmaxf(mx, v);
@@ -211,8 +221,9 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
     {
         const int li = lab[i];
         const float L = Ls[i], Di = Ds[i];
-        const float* qi = Qs + i * WA_LD;
-        const float* di = dOs + i * WA_LD;
+        float qi[WA_D], di[WA_D];
+        wa_regs(Qs + i * WA_LD, qi);
+        wa_regs(dOs + i * WA_LD, di);
         for (int j = lane; j < N; j += 32)
         {
             float v = scale * wa_dot(qi, Ks + j * WA_LD) + btab[wa_rel(i, j, w)];
@@ -234,15 +245,16 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
     for (int j = warp; j < N; j += nwarps)
     {
         const int lj = lab[j];
-        const float* kj = Ks + j * WA_LD;
-        const float* vj = Vs + j * WA_LD;
+        float kj[WA_D], vj[WA_D];
+        wa_regs(Ks + j * WA_LD, kj);
+        wa_regs(Vs + j * WA_LD, vj);
         for (int i = lane; i < N; i += 32)
         {
             int rel = wa_rel(i, j, w);
-            float v = scale * wa_dot(Qs + i * WA_LD, kj) + btab[rel];
+            float v = scale * wa_dot(kj, Qs + i * WA_LD) + btab[rel];
             if (lab[i] != lj) v += -100.0f;
             float p = expf(v - Ls[i]);
-            float dp = wa_dot(dOs + i * WA_LD, vj);
+            float dp = wa_dot(vj, dOs + i * WA_LD);
             float ds = p * (dp - Ds[i]);
             bufA[i] = p; bufB[i] = ds;
             mytab[rel] += ds;
