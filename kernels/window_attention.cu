@@ -104,7 +104,9 @@ __device__ __forceinline__ float wa_dot(const float (&a)[WA_D], const float* b)
     return acc;
 }
 
-// Shared memory: K, V [N][33], per warp q row [32] + p row [N], btab [(2w−1)²], lab [N].
+struct alignas(8) WaF2 { float x, y; };
+
+// Shared memory: K, V [N][33], per warp two q rows [2·32] + two p rows [2N], btab [(2w−1)²], lab [N].
 template <typename T>
 __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt, T* y, float* lse,
                                        int B, int H, int W, int nH, int w, int s, float scale)
@@ -115,55 +117,83 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     float* Ks = sm;
     float* Vs = Ks + N * WA_LD;
-    float* wbuf = Vs + N * WA_LD;                 // nwarps × (32 + N)
-    float* btab = wbuf + nwarps * (WA_D + N);
+    float* wbuf = Vs + N * WA_LD;                 // nwarps × (64 + 2N), 8-byte aligned (offsets are even)
+    float* btab = wbuf + nwarps * (2 * WA_D + 2 * N);
     int* lab = (int*)(btab + T2);
-    float* qrow = wbuf + warp * (WA_D + N);
-    float* prow = qrow + WA_D;
+    float* qrow = wbuf + warp * (2 * WA_D + 2 * N);  // the pair's two q rows
+    WaF2* prow = (WaF2*)(qrow + 2 * WA_D);           // exp(s − max) of both rows, interleaved
 
     wa_load_part(qkv, g, 1, Ks);
     wa_load_part(qkv, g, 2, Vs);
     wa_load_tables(table, tdt, g, btab, lab);
     __syncthreads();
 
-    for (int i = warp; i < N; i += nwarps)
+    // A warp takes two query rows at a time so every K and V value read from shared memory feeds two
+    // FMAs. Row i1 may be past the end (odd N): it is computed on row i0's data and never stored.
+    for (int i0 = 2 * warp; i0 < N; i0 += 2 * nwarps)
     {
-        const i64 t = wa_token(g, i);
-        qrow[lane] = to_f(qkv[(t * 3 + 0) * C + g.h * WA_D + lane]);
+        const bool has1 = i0 + 1 < N;
+        const int i1 = has1 ? i0 + 1 : i0;
+        const i64 t0 = wa_token(g, i0), t1 = wa_token(g, i1);
+        qrow[lane] = to_f(qkv[(t0 * 3 + 0) * C + g.h * WA_D + lane]);
+        qrow[WA_D + lane] = to_f(qkv[(t1 * 3 + 0) * C + g.h * WA_D + lane]);
         __syncwarp();
-        float qi[WA_D];
-        wa_regs(qrow, qi);
-        const int li = lab[i];
-        float sc[WA_MAXJ];
-        float mx = fiber_neg_inf();
+        float qa[WA_D], qb[WA_D];
+        wa_regs(qrow, qa);
+        wa_regs(qrow + WA_D, qb);
+        const int la = lab[i0], lb = lab[i1];
+        float sa[WA_MAXJ], sb[WA_MAXJ];
+        float ma = fiber_neg_inf(), mb = fiber_neg_inf();
 #pragma unroll
         for (int m = 0; m < WA_MAXJ; m++)
         {
             int j = lane + 32 * m;
-            sc[m] = fiber_neg_inf();
+            sa[m] = fiber_neg_inf(); sb[m] = fiber_neg_inf();
             if (j < N)
             {
-                float v = scale * wa_dot(qi, Ks + j * WA_LD) + btab[wa_rel(i, j, w)];
-                if (lab[j] != li) v += -100.0f;
-                sc[m] = v;
-                mx = fmaxf(mx, v);
+                const float* kj = Ks + j * WA_LD;
+                float da = 0.0f, db = 0.0f;
+#pragma unroll
+                for (int c = 0; c < WA_D; c++) { float k = kj[c]; da += qa[c] * k; db += qb[c] * k; }
+                const int lj = lab[j];
+                float va = scale * da + btab[wa_rel(i0, j, w)];
+                float vb = scale * db + btab[wa_rel(i1, j, w)];
+                if (lj != la) va += -100.0f;
+                if (lj != lb) vb += -100.0f;
+                sa[m] = va; sb[m] = vb;
+                ma = fmaxf(ma, va); mb = fmaxf(mb, vb);
             }
         }
-        mx = warp_max(mx);
-        float sum = 0.0f;
+        ma = warp_max(ma); mb = warp_max(mb);
+        float suma = 0.0f, sumb = 0.0f;
 #pragma unroll
         for (int m = 0; m < WA_MAXJ; m++)
         {
             int j = lane + 32 * m;
-            if (j < N) { float e = expf(sc[m] - mx); prow[j] = e; sum += e; }
+            if (j < N)
+            {
+                WaF2 e; e.x = expf(sa[m] - ma); e.y = expf(sb[m] - mb);
+                prow[j] = e; suma += e.x; sumb += e.y;
+            }
         }
-        sum = warp_sum(sum);
+        suma = warp_sum(suma); sumb = warp_sum(sumb);
         __syncwarp();
-        float o = 0.0f;
-        for (int j = 0; j < N; j++) o += prow[j] * Vs[j * WA_LD + lane];
-        y[t * C + g.h * WA_D + lane] = from_f<T>(o / sum);
-        if (lane == 0) lse[((i64)blockIdx.x * nH + g.h) * N + i] = mx + logf(sum);
-        __syncwarp(); // qrow/prow are rewritten by the next row
+        float oa = 0.0f, ob = 0.0f;
+        for (int j = 0; j < N; j++)
+        {
+            WaF2 p = prow[j];
+            float v = Vs[j * WA_LD + lane];
+            oa += p.x * v; ob += p.y * v;
+        }
+        float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
+        y[t0 * C + g.h * WA_D + lane] = from_f<T>(oa / suma);
+        if (lane == 0) lrow[i0] = ma + logf(suma);
+        if (has1)
+        {
+            y[t1 * C + g.h * WA_D + lane] = from_f<T>(ob / sumb);
+            if (lane == 0) lrow[i1] = mb + logf(sumb);
+        }
+        __syncwarp(); // qrow/prow are rewritten by the next pair
     }
 }
 

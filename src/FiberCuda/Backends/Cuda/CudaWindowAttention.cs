@@ -52,7 +52,7 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
     }
 
     public static int ForwardSharedBytes(in WindowAttentionShape a)
-        => 4 * (2 * a.N * Ld + Warps * (32 + a.N) + a.TableRows + a.N);
+        => 4 * (2 * a.N * Ld + Warps * (64 + 2 * a.N) + a.TableRows + a.N);
 
     public static int BackwardSharedBytes(in WindowAttentionShape a)
         => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 2 * a.N + Warps * a.TableRows + a.TableRows + a.N);
