@@ -204,7 +204,7 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
 // into this block's row of `dtab_part` [B·nW, nH, (2w−1)²] and wa_dbias_reduce adds those over windows
 // in window order. dqkv: each token belongs to one window, so a block owns its q/k/v gradient slices and
 // adds (+=) with plain loads and stores.
-// Shared memory: Q, K, V, dO [N][33]; lse, D [N]; per warp buf [2N] + dtab [(2w−1)²]; btab; lab [N].
+// Shared memory: Q, K, V, dO [N][33]; lse, D [N]; per warp two float-pair rows [4N] + dtab [(2w−1)²]; btab; lab [N].
 template <typename T>
 __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt, const T* y, const float* lse,
                                        const T* dy, T* dqkv, float* dtab_part,
@@ -220,12 +220,12 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
     float* dOs = Vs + N * WA_LD;
     float* Ls = dOs + N * WA_LD;
     float* Ds = Ls + N;
-    float* wbuf = Ds + N;                            // nwarps × 2N
-    float* wtab = wbuf + nwarps * 2 * N;             // nwarps × T2
+    float* wbuf = Ds + N;                            // nwarps × 4N (two arrays of N float pairs)
+    float* wtab = wbuf + nwarps * 4 * N;             // nwarps × T2
     float* btab = wtab + nwarps * T2;
     int* lab = (int*)(btab + T2);
-    float* bufA = wbuf + warp * 2 * N;
-    float* bufB = bufA + N;
+    float* bufA = wbuf + warp * 4 * N;
+    WaF2* bufD = (WaF2*)(bufA + 2 * N);
     float* mytab = wtab + warp * T2;
 
     wa_load_part(qkv, g, 0, Qs);
@@ -246,61 +246,132 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
     }
     __syncthreads();
 
+    // Both phases take two rows per warp step (as the forward) so each shared-memory read of the
+    // other operand feeds two FMAs; the second row may be past the end (odd N) and is then not stored.
+    WaF2* buf = (WaF2*)bufA; // N pairs, 8-byte aligned (every offset before it is even)
+
     // Phase 1: dQ_i = scale·Σ_j dS_ij·k_j, dS_ij = P_ij·(dO_i·v_j − D_i).
-    for (int i = warp; i < N; i += nwarps)
+    for (int i0 = 2 * warp; i0 < N; i0 += 2 * nwarps)
     {
-        const int li = lab[i];
-        const float L = Ls[i], Di = Ds[i];
-        float qi[WA_D], di[WA_D];
-        wa_regs(Qs + i * WA_LD, qi);
-        wa_regs(dOs + i * WA_LD, di);
+        const bool has1 = i0 + 1 < N;
+        const int i1 = has1 ? i0 + 1 : i0;
+        const int la = lab[i0], lb = lab[i1];
+        const float La = Ls[i0], Lb = Ls[i1], Da = Ds[i0], Db = Ds[i1];
+        float qa[WA_D], qb[WA_D], da[WA_D], db[WA_D];
+        wa_regs(Qs + i0 * WA_LD, qa); wa_regs(Qs + i1 * WA_LD, qb);
+        wa_regs(dOs + i0 * WA_LD, da); wa_regs(dOs + i1 * WA_LD, db);
         for (int j = lane; j < N; j += 32)
         {
-            float v = scale * wa_dot(qi, Ks + j * WA_LD) + btab[wa_rel(i, j, w)];
-            if (lab[j] != li) v += -100.0f;
-            float p = expf(v - L);
-            float dp = wa_dot(di, Vs + j * WA_LD);
-            bufA[j] = p * (dp - Di);
+            const float* kj = Ks + j * WA_LD;
+            const float* vj = Vs + j * WA_LD;
+            float xa = 0.0f, xb = 0.0f, ya = 0.0f, yb = 0.0f;
+#pragma unroll
+            for (int c = 0; c < WA_D; c++)
+            {
+                float k = kj[c], v = vj[c];
+                xa += qa[c] * k; xb += qb[c] * k;
+                ya += da[c] * v; yb += db[c] * v;
+            }
+            const int lj = lab[j];
+            float va = scale * xa + btab[wa_rel(i0, j, w)];
+            float vb = scale * xb + btab[wa_rel(i1, j, w)];
+            if (lj != la) va += -100.0f;
+            if (lj != lb) vb += -100.0f;
+            WaF2 d2;
+            d2.x = expf(va - La) * (ya - Da);
+            d2.y = expf(vb - Lb) * (yb - Db);
+            buf[j] = d2;
         }
         __syncwarp();
-        float dq = 0.0f;
-        for (int j = 0; j < N; j++) dq += bufA[j] * Ks[j * WA_LD + lane];
-        const i64 t = wa_token(g, i);
-        T* dst = dqkv + (t * 3 + 0) * C + g.h * WA_D + lane;
-        *dst = from_f<T>(to_f(*dst) + scale * dq);
+        float dqa = 0.0f, dqb = 0.0f;
+        for (int j = 0; j < N; j++)
+        {
+            WaF2 d2 = buf[j];
+            float k = Ks[j * WA_LD + lane];
+            dqa += d2.x * k; dqb += d2.y * k;
+        }
+        T* dst = dqkv + (wa_token(g, i0) * 3 + 0) * C + g.h * WA_D + lane;
+        *dst = from_f<T>(to_f(*dst) + scale * dqa);
+        if (has1)
+        {
+            T* dst1 = dqkv + (wa_token(g, i1) * 3 + 0) * C + g.h * WA_D + lane;
+            *dst1 = from_f<T>(to_f(*dst1) + scale * dqb);
+        }
         __syncwarp();
     }
 
-    // Phase 2: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i, dtable[rel(i,j)] += dS_ij.
-    for (int j = warp; j < N; j += nwarps)
+    // Phase 2: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i, dtable[rel(i,j)] += dS_ij, for a pair
+    // of keys (j0, j1). For one key the lanes' queries have distinct relative indices, but an index of
+    // j0 may equal another lane's index of j1, so the two private-table updates are separated by
+    // __syncwarp (the loop runs the same trip count on every lane for that).
+    for (int j0 = 2 * warp; j0 < N; j0 += 2 * nwarps)
     {
-        const int lj = lab[j];
-        float kj[WA_D], vj[WA_D];
-        wa_regs(Ks + j * WA_LD, kj);
-        wa_regs(Vs + j * WA_LD, vj);
-        for (int i = lane; i < N; i += 32)
+        const bool has1 = j0 + 1 < N;
+        const int j1 = has1 ? j0 + 1 : j0;
+        const int la = lab[j0], lb = lab[j1];
+        float ka[WA_D], kb[WA_D], va_[WA_D], vb_[WA_D];
+        wa_regs(Ks + j0 * WA_LD, ka); wa_regs(Ks + j1 * WA_LD, kb);
+        wa_regs(Vs + j0 * WA_LD, va_); wa_regs(Vs + j1 * WA_LD, vb_);
+        for (int ib = 0; ib < N; ib += 32)
         {
-            int rel = wa_rel(i, j, w);
-            float v = scale * wa_dot(kj, Qs + i * WA_LD) + btab[rel];
-            if (lab[i] != lj) v += -100.0f;
-            float p = expf(v - Ls[i]);
-            float dp = wa_dot(vj, dOs + i * WA_LD);
-            float ds = p * (dp - Ds[i]);
-            bufA[i] = p; bufB[i] = ds;
-            mytab[rel] += ds;
+            const int i = ib + lane;
+            const bool ok = i < N;
+            float dsa = 0.0f, dsb = 0.0f;
+            int ra = 0, rb = 0;
+            if (ok)
+            {
+                const float* qi = Qs + i * WA_LD;
+                const float* di = dOs + i * WA_LD;
+                float xa = 0.0f, xb = 0.0f, ya = 0.0f, yb = 0.0f;
+#pragma unroll
+                for (int c = 0; c < WA_D; c++)
+                {
+                    float q = qi[c], d = di[c];
+                    xa += ka[c] * q; xb += kb[c] * q;
+                    ya += va_[c] * d; yb += vb_[c] * d;
+                }
+                const int li = lab[i];
+                ra = wa_rel(i, j0, w); rb = wa_rel(i, j1, w);
+                float sa = scale * xa + btab[ra];
+                float sb = scale * xb + btab[rb];
+                if (li != la) sa += -100.0f;
+                if (li != lb) sb += -100.0f;
+                const float L = Ls[i], Di = Ds[i];
+                float pa = expf(sa - L), pb = expf(sb - L);
+                dsa = pa * (ya - Di); dsb = pb * (yb - Di);
+                WaF2 p2; p2.x = pa; p2.y = pb;
+                WaF2 d2; d2.x = dsa; d2.y = dsb;
+                buf[i] = p2;
+                bufD[i] = d2;
+                mytab[ra] += dsa;
+            }
+            __syncwarp();
+            if (ok && has1) mytab[rb] += dsb;
+            __syncwarp();
         }
-        __syncwarp();
-        float dv = 0.0f, dk = 0.0f;
+        float dva = 0.0f, dvb = 0.0f, dka = 0.0f, dkb = 0.0f;
         for (int i = 0; i < N; i++)
         {
-            dv += bufA[i] * dOs[i * WA_LD + lane];
-            dk += bufB[i] * Qs[i * WA_LD + lane];
+            WaF2 p2 = buf[i], d2 = bufD[i];
+            float d = dOs[i * WA_LD + lane], q = Qs[i * WA_LD + lane];
+            dva += p2.x * d; dvb += p2.y * d;
+            dka += d2.x * q; dkb += d2.y * q;
         }
-        const i64 t = wa_token(g, j);
-        T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
-        T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
-        *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dk);
-        *dv_dst = from_f<T>(to_f(*dv_dst) + dv);
+        {
+            const i64 t = wa_token(g, j0);
+            T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+            T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+            *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dka);
+            *dv_dst = from_f<T>(to_f(*dv_dst) + dva);
+        }
+        if (has1)
+        {
+            const i64 t = wa_token(g, j1);
+            T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+            T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+            *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dkb);
+            *dv_dst = from_f<T>(to_f(*dv_dst) + dvb);
+        }
         __syncwarp();
     }
     __syncthreads();
