@@ -6,7 +6,7 @@ namespace FiberCuda.Backends.Cuda;
 /// <summary>
 /// <see cref="IWindowAttentionOps"/> with kernels/window_attention.cu: one block of 4 warps per (window,
 /// head), fp32 math in shared memory, head dim 32, w² ≤ 352 (w ≤ 18). Shared memory per block (f32 rows
-/// padded to 33): forward 2·w²·33·4 B + small (w = 18: ~98 KB), backward 4·w²·33·4 B + per-warp buffers
+/// padded to 33): forward 2·w²·33·4 B + small (w = 18: ~101 KB), backward 4·w²·33·4 B + per-warp buffers
 /// and private table-gradient copies (w = 18: ~215 KB, which needs sm_90's 227 KB opt-in).
 /// The bias-table gradient is deterministic: per-block partial tables [B·nW, nH, (2w−1)²] f32 in a
 /// scratch buffer, then a second kernel sums them over windows in a fixed order and adds into dtable.
