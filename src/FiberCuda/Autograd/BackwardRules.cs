@@ -13,6 +13,7 @@ public static class BackwardRules
 {
     public static void Apply(Node n, Tensor?[] g, GradSink sink)
     {
+        if (HeadBackwardRules.TryApply(n, g, sink)) return; // head losses (ITC, MLM): Autograd/HeadBackwardRules.cs
         switch (n.Op)
         {
             case "linear": Linear(n, g[0]!, sink); break;
