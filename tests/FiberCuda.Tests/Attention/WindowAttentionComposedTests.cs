@@ -16,7 +16,7 @@ namespace FiberCuda.Tests.Attention;
 [TestClass]
 public sealed class WindowAttentionComposedTests
 {
-    static Tensor Composed(Tensor qkv, Tensor table, Tensor relIndex, Tensor? mask, int B, int r, int w, int s, int nH, int d, float scale)
+    internal static Tensor Composed(Tensor qkv, Tensor table, Tensor relIndex, Tensor? mask, int B, int r, int w, int s, int nH, int d, float scale)
     {
         int c = nH * d, nw = r / w, n = w * w, bw = B * nw * nw;
         var h = F.Reshape(qkv, B, r, r, 3 * c);
