@@ -1,3 +1,4 @@
+using FiberCuda.Tests.Support;
 using FiberCuda.Autograd;
 using FiberCuda.Backends;
 using FiberCuda.Backends.Cpu;
@@ -125,16 +126,5 @@ public sealed class WindowAttentionEmulatedTests : WindowAttentionCudaTestBase
 [TestCategory("Gpu")]
 public sealed class WindowAttentionGpuTests : WindowAttentionCudaTestBase
 {
-    static readonly Lazy<(CudaBackend? B, string Reason)> Shared = new(() =>
-        CudaDevice.TryCreate(out var d, out var reason) ? (new CudaBackend(d!, ownsDevice: true), "") : (null, reason));
-
-    protected override CudaBackend Gpu
-    {
-        get
-        {
-            var (b, reason) = Shared.Value;
-            if (b is null) Assert.Inconclusive("no GPU: " + reason);
-            return b!;
-        }
-    }
+    protected override CudaBackend Gpu => TestDevices.Gpu;
 }

@@ -198,8 +198,7 @@ public abstract class HeadsCudaTestBase
 [TestCategory("Emulated")]
 public sealed class HeadsEmulatedTests : HeadsCudaTestBase
 {
-    static readonly Lazy<CudaBackend> Shared = new(() => new CudaBackend(new EmulatedDevice(), ownsDevice: true));
-    protected override IBackend Gpu => Shared.Value;
+    protected override IBackend Gpu => TestDevices.Emulated;
 
     [TestMethod]
     [DataRow(5, 8, 7)]      // B not a multiple of the 4 rows per block
@@ -256,18 +255,7 @@ public sealed class HeadsEmulatedTests : HeadsCudaTestBase
 [TestCategory("Gpu")]
 public sealed class HeadsGpuTests : HeadsCudaTestBase
 {
-    static readonly Lazy<(CudaBackend? B, string Reason)> Shared = new(() =>
-        CudaDevice.TryCreate(out var d, out var reason) ? (new CudaBackend(d!, ownsDevice: true), "") : (null, reason));
-
-    protected override IBackend Gpu
-    {
-        get
-        {
-            var (b, reason) = Shared.Value;
-            if (b is null) Assert.Inconclusive("no GPU: " + reason);
-            return b!;
-        }
-    }
+    protected override IBackend Gpu => TestDevices.Gpu;
 
     [TestMethod]
     [DataRow(5, 8, 7)]

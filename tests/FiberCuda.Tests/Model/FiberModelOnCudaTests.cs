@@ -1,3 +1,4 @@
+using FiberCuda.Tests.Support;
 using FiberCuda.Autograd;
 using FiberCuda.Backends;
 using FiberCuda.Backends.Cuda;
@@ -46,8 +47,7 @@ public abstract class FiberModelOnCudaTestBase
 [TestCategory("Emulated")]
 public sealed class FiberModelOnEmulatedCudaTests : FiberModelOnCudaTestBase
 {
-    static readonly Lazy<CudaBackend> Shared = new(() => new CudaBackend(new EmulatedDevice(), ownsDevice: true));
-    protected override IBackend Gpu => Shared.Value;
+    protected override IBackend Gpu => TestDevices.Emulated;
     [TestMethod] public void FusedForwardAndGradientsF32() => FusedF32();
     [TestMethod] public void FusedForwardBf16() => FusedBf16();
 }
@@ -56,18 +56,7 @@ public sealed class FiberModelOnEmulatedCudaTests : FiberModelOnCudaTestBase
 [TestCategory("Gpu")]
 public sealed class FiberModelOnGpuTests : FiberModelOnCudaTestBase
 {
-    static readonly Lazy<(CudaBackend? B, string Reason)> Shared = new(() =>
-        CudaDevice.TryCreate(out var d, out var reason) ? (new CudaBackend(d!, ownsDevice: true), "") : (null, reason));
-
-    protected override IBackend Gpu
-    {
-        get
-        {
-            var (b, reason) = Shared.Value;
-            if (b is null) Assert.Inconclusive("no GPU: " + reason);
-            return b!;
-        }
-    }
+    protected override IBackend Gpu => TestDevices.Gpu;
     [TestMethod] public void FusedForwardAndGradientsF32() => FusedF32();
     [TestMethod] public void FusedForwardBf16() => FusedBf16();
 }
