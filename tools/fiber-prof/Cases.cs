@@ -43,14 +43,21 @@ public static class Cases
             // reads s and dy, reads and writes dx (the += convention)
             Bytes: 4 * n * e + 8.0 * rows, Flops: 12 * n, tolBwd) { Accumulates = true };
 
+        yield return new("layernorm_res_fwd", shape, dt,
+            [new(x, dt), new(x, dt), new(vec, DType.F32, Init.Positive), new(vec, DType.F32)],
+            [new(x, dt), new(x, dt), new(stat, DType.F32), new(stat, DType.F32)],
+            (be, i, o) => be.LayerNorm(i[0], i[1], i[2], i[3], 1e-5f, o[0], o[1], o[2], o[3]),
+            // reads x and the residual, writes the sum and the normalised output
+            Bytes: 4 * n * e + 8.0 * rows, Flops: 9 * n, tolFwd);
+
         yield return new("bias_gelu_fwd", shape, dt,
             [new(x, dt), new(vec, dt)], [new(x, dt)],
             (be, i, o) => be.BiasGelu(i[0], i[1], o[0]),
             Bytes: 2 * n * e, Flops: 20 * n, tolFwd);
 
         yield return new("bias_gelu_bwd", shape, dt,
-            [new(x, dt), new(vec, dt), new(x, dt)], [new(x, dt, Init.Zeros)],
-            (be, i, o) => be.BiasGeluBackward(i[0], i[1], i[2], o[0], null),
+            [new(x, dt), new(vec, dt), new(x, dt)], [new(x, dt, Init.Zeros), new(vec, DType.F32, Init.Zeros)],
+            (be, i, o) => be.BiasGeluBackward(i[0], i[1], i[2], o[0], o[1]),
             Bytes: 4 * n * e, Flops: 30 * n, tolBwd) { Accumulates = true };
 
         yield return new("softmax_fwd", shape, dt,

@@ -5,4 +5,5 @@ using FiberCuda.Cli.Commands;
 var root = new RootCommand("fiber: FIBER in C# with hand-written CUDA kernels");
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
+root.Subcommands.Add(ForwardCommand.Create());
 return root.Parse(args).Invoke();

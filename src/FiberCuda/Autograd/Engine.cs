@@ -22,7 +22,11 @@ public sealed class GradSink
             if (!_grads.TryGetValue(t, out var g)) _grads[t] = g = t.Backend.Zeros(t.Shape, t.DType);
             return g;
         }
-        if (t.RequiresGrad) return t.Grad ??= t.Backend.Zeros(t.Shape, t.DType);
+        if (t.RequiresGrad)
+        {
+            if (t.Grad is null) using (TensorScope.Suspend()) t.Grad = t.Backend.Zeros(t.Shape, t.DType); // outlives the step
+            return t.Grad;
+        }
         return null;
     }
 }
@@ -41,7 +45,7 @@ public static class Engine
         if (root.GradFn is null)
         {
             if (!root.RequiresGrad) throw new InvalidOperationException($"{root} does not require grad and has no graph");
-            root.Grad ??= be.Zeros(root.Shape, root.DType);
+            if (root.Grad is null) using (TensorScope.Suspend()) root.Grad = be.Zeros(root.Shape, root.DType);
             using var one = MakeSeed(root, seed);
             be.Axpy(1f, one, root.Grad);
             return;

@@ -306,9 +306,10 @@ public static class FiberConverter
             throw new ConvertMismatchException($"{mismatches.Count} shape mismatch(es) against {cfg.Name}:\n  " + string.Join("\n  ", mismatches.Take(30))
                 + (mismatches.Count > 30 ? $"\n  … and {mismatches.Count - 30} more" : ""));
         if (result.Missing.Count > 0 && !o.AllowMissing)
-            throw new ConvertMismatchException($"{result.Missing.Count} parameter(s) of {cfg.Name} are not in the input (use --allow-missing to write anyway): " + string.Join(", ", result.Missing.Take(20)));
+            throw new ConvertMismatchException($"{result.Missing.Count} parameter(s) of {cfg.Name} are not in {string.Join(" + ", sources.Select(s => s.Src.Path))} (use --allow-missing to write anyway): " + string.Join(", ", result.Missing.Take(20)));
         if (result.Unexpected.Count > 0 && !o.AllowUnexpected)
-            throw new ConvertMismatchException($"{result.Unexpected.Count} tensor(s) of the input have no place in {cfg.Name} (use --allow-unexpected to drop them): " + string.Join(", ", result.Unexpected.Take(20)));
+            throw new ConvertMismatchException($"{result.Unexpected.Count} tensor(s) of the input have no place in {cfg.Name} (use --allow-unexpected to drop them): "
+                + string.Join(", ", result.Unexpected.Take(20).Select(n => $"{n} (in {mapped[n].Src.Path})")));
         return result;
     }
 

@@ -13,6 +13,21 @@ public sealed class Pooler : Module
     public Tensor Forward(Tensor x) => Fx.Tanh(Dense.Forward(Fx.Token(x, 0)));
 }
 
+/// <summary>
+/// `cross_modal_att_layers`: the caption path's per-layer Linear(C₄ → C₄/2) adapters (fiber-coarse.md §3.5), one slot
+/// per text layer but the top two; only the fused layers whose cross-attention takes the second-to-last stage's
+/// width use theirs. A root-level module, so its names are the official keys.
+/// </summary>
+public sealed class CaptionAdapters : Module
+{
+    public CaptionAdapters(NnContext ctx, FiberConfig c) : base(ctx)
+    {
+        Layers = Child("cross_modal_att_layers", new ModuleList<Linear>(ctx,
+            Enumerable.Range(0, c.TextLayers - 2).Select(_ => new Linear(ctx, c.FinalDim, c.FinalDim / 2))));
+    }
+    public ModuleList<Linear> Layers { get; }
+}
+
 /// <summary>Outputs of the fused forward (fiber-coarse.md §3.4).</summary>
 public sealed record FusedOutput(Tensor TextFeats, Tensor ImageFeats, Tensor ClsFeats, Tensor TextStates, Tensor ImageStates);
 
@@ -27,6 +42,9 @@ public sealed class FiberCoarseModel : Module
     {
         c.Validate();
         if (c.Stage != FiberStage.Coarse) throw new ArgumentException($"{c.Name} is not a coarse config");
+        // swin_transformer.py: `window_size = int(img_size / 32)`, whatever the variant says (fiber-coarse.md §1.1).
+        if (c.WindowSize != c.ImageSize / 32)
+            throw new ArgumentException($"{c.Name}: the coarse Swin's window is image_size/32 = {c.ImageSize / 32}, not {c.WindowSize} (use FiberCoarseModel.AtImageSize)");
         Config = c;
         int h = c.CrossHidden;
         TextTransform = Child("cross_modal_text_transform", new Linear(ctx, c.TextHidden, h));
@@ -42,6 +60,23 @@ public sealed class FiberCoarseModel : Module
     }
 
     public FiberConfig Config { get; }
+
+    /// <summary><paramref name="c"/> at another input size, with the window that size implies (S/32).</summary>
+    public static FiberConfig AtImageSize(FiberConfig c, int imageSize) =>
+        c with { ImageSize = imageSize, WindowSize = imageSize / 32, Name = c.Name.Replace(c.ImageSize.ToString(), imageSize.ToString()) };
+
+    /// <summary>Whether an official key belongs to this module (not a task head, queue or caption adapter).</summary>
+    public static bool IsBackboneKey(string k) =>
+        (k.StartsWith("vit_model.") || k.StartsWith("text_transformer.") || k.StartsWith("cross_modal_")) && !k.StartsWith("cross_modal_att_layers.");
+
+    /// <summary>Loads the backbone's keys of a full state dict (e.g. <see cref="IO.EngineWeights.Load"/>'s result); head keys
+    /// are left to the heads. Strict within the backbone.</summary>
+    public IO.LoadReport LoadBackbone(IReadOnlyDictionary<string, Tensor> sd, bool strict = true) =>
+        LoadStateDict(sd.Where(kv => IsBackboneKey(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), strict);
+
+    /// <summary>Loads the backbone straight from a weight file (engine safetensors or an official checkpoint source).</summary>
+    public IO.LoadReport LoadBackbone(IO.IWeightSource src, bool strict = true) => this.LoadFrom(src, strict, IsBackboneKey);
+
     public Linear TextTransform { get; }
     public Linear ImageTransform { get; }
     public Linear TextTransformItc { get; }
@@ -91,6 +126,29 @@ public sealed class FiberCoarseModel : Module
         var t = TextPooler.Forward(T);
         var v = ImagePooler.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2)));
         return new FusedOutput(T, V, F.Concat([t, v], 1), txt, img);
+    }
+
+    /// <summary>
+    /// The caption path (fiber-coarse.md §3.5 `infer_caption`): one-way fusion from the final, unnormalised Swin
+    /// features <paramref name="imageEmbeds"/> (<see cref="SwinTransformer.Forward"/>, computed once per image) into a
+    /// causally masked text tower. Fused layers whose cross-attention width is the previous stage's read
+    /// adapters[l](image), the others read the image directly; every layer keeps its output LayerNorm.
+    /// Returns `text_feats` = cross_modal_text_transform(text) [B, L, H], the LM head's input.
+    /// </summary>
+    public Tensor ForwardCaption(Tensor imageEmbeds, TextBatch text, CaptionAdapters adapters)
+    {
+        var c = Config;
+        text.Validate();
+        var mask = Fx.CausalKeyMask(Ctx.Backend, text.Mask, text.Batch, text.Length, c.TextHeads, Ctx.DType);
+        var t = Text.Embeddings.Forward(text);
+        for (int l = 0; l < c.TextLayers; l++)
+        {
+            Tensor? kv = null;
+            if (c.IsFusedTextLayer(l))
+                kv = c.TextCrossKvDim(l) == c.FinalDim ? imageEmbeds : adapters.Layers[l].Forward(imageEmbeds);
+            t = Text.Encoder.Layer[l].Forward(t, mask, kv);
+        }
+        return TextTransform.Forward(t);
     }
 
     /// <summary>ITC text embedding (§3.5 `text_only`): unfused tower → transform_itc → pooler_itc at token 0 → L2-normalised [B, H].</summary>

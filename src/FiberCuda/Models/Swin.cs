@@ -75,7 +75,7 @@ public sealed class WindowAttention : Module
         Table = Param("relative_position_bias_table", (2 * window - 1) * (2 * window - 1), heads);
         if (fused) Alpha = Param("alpha_i2t", 1);
         RecomputedBuffer("relative_position_index");
-        _relIndex = ctx.Backend.FromInts(RelativePositionIndex(window), [_n * _n]);
+        _relIndex = ctx.Constant($"swin.relative_position_index.w{window}", () => ctx.Backend.FromInts(RelativePositionIndex(window), [_n * _n]));
         Qkv = Child("qkv", new Linear(ctx, dim, 3 * dim));
         Proj = Child("proj", new Linear(ctx, dim, dim));
         if (fused)
@@ -161,7 +161,9 @@ public sealed class SwinBlock : Module
         Norm2 = Child("norm2", new LayerNorm(ctx, Dim, 1e-5f));
         Mlp = Child("mlp", new SwinMlp(ctx, Dim, c.MlpRatio * Dim));
         Drop = Child("drop_path", new DropPath(ctx, dropPath));
-        if (Shift > 0) _mask = ctx.Backend.FromDoubles(ShiftMask(Grid, Window, Shift, Heads), [(Grid / Window) * (Grid / Window) * Heads * Window * Window * Window * Window], ctx.DType);
+        if (Shift > 0)
+            _mask = ctx.Constant($"swin.shift_mask.r{Grid}.w{Window}.s{Shift}.h{Heads}", () => ctx.Backend.FromDoubles(ShiftMask(Grid, Window, Shift, Heads),
+                [(Grid / Window) * (Grid / Window) * Heads * Window * Window * Window * Window], ctx.DType));
     }
 
     public int Stage { get; }

@@ -33,8 +33,12 @@ public static class Fx
     /// <summary>Mean over the token axis: [B, N, D] → [B, D].</summary>
     public static Tensor MeanTokens(Tensor x)
     {
-        int n = x.Dim(1);
-        return F.Scale(F.SumLastDim(F.Permute(x, 0, 2, 1)), 1f / n);
+        int b = x.Dim(0), n = x.Dim(1), d = x.Dim(2);
+        // xᵀ·(1/N): one batched GEMM, and 1/N in the tensor's own precision (F.Scale takes a float).
+        var w = Const(x.Backend, Enumerable.Repeat(1.0 / n, n).ToArray(), [n, 1], x.DType);
+        // F.MatMul broadcasts a 2-D operand only over a batch > 1, so a single image is a plain 2-D product.
+        var a = b == 1 ? F.Reshape(x, n, d) : x;
+        return F.Reshape(F.MatMul(a, w, transA: true), b, d);
     }
 
     /// <summary>x[:, i] along axis 1 of [B, L, D] → [B, D].</summary>
@@ -64,6 +68,24 @@ public static class Fx
     {
         int b = x.Dim(0), h = x.Dim(1), l = x.Dim(2), dh = x.Dim(3);
         return F.Reshape(F.Permute(x, 0, 2, 1, 3), b, l, h * dh);
+    }
+
+    /// <summary>
+    /// The decoder mask of the caption path (roberta.py `_prepare_decoder_attention_mask`): −inf above the diagonal
+    /// (causal) plus the dtype's lowest finite value at padded keys, so a future pad key is −inf and a past one
+    /// finfo.min; [B, heads, L, L].
+    /// </summary>
+    public static Tensor CausalKeyMask(IBackend be, int[] mask, int batch, int len, int heads, DType dtype)
+    {
+        double lowest = dtype == DType.F64 ? double.MinValue : dtype == DType.BF16 ? -3.3895313892515355e38 : float.MinValue;
+        var v = new double[(long)batch * heads * len * len];
+        long o = 0;
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < len; i++)
+                    for (int j = 0; j < len; j++)
+                        v[o++] = j > i ? double.NegativeInfinity : mask[b * len + j] == 0 ? lowest : 0.0;
+        return be.FromDoubles(v, [batch, heads, len, len], dtype);
     }
 
     /// <summary>

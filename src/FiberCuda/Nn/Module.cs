@@ -24,6 +24,19 @@ public sealed class NnContext(IBackend backend, DType dtype = DType.F32, ulong s
     public void NextStep(ulong step) => Offset = step << 40;
 
     public static NnContext Cpu(DType dtype = DType.F32) => new(Backends.Backend.Cpu, dtype);
+
+    readonly Dictionary<string, Tensor> _constants = [];
+
+    /// <summary>A constant tensor shared by every module of the model that asks for the same key (shift masks,
+    /// relative-position indices: one per stage, not one per block).</summary>
+    public Tensor Constant(string key, Func<Tensor> make)
+    {
+        lock (_constants)
+        {
+            if (!_constants.TryGetValue(key, out var t)) _constants[key] = t = make();
+            return t;
+        }
+    }
 }
 
 /// <summary>
@@ -142,6 +155,47 @@ public abstract class Module
             else { using var c = be.CopyFrom(s); be.Cast(c, t); }
         }
         return r;
+    }
+}
+
+public static class ModuleLoading
+{
+    /// <summary>
+    /// Loads the parameters of <paramref name="m"/> straight from a weight file (safetensors, torch checkpoint, HF shards),
+    /// reading only the tensors it needs. <paramref name="keep"/> selects the file's keys that belong to this module
+    /// (default: all); strictness is as <see cref="Module.LoadStateDict"/> over the kept keys.
+    /// </summary>
+    public static LoadReport LoadFrom(this Module m, IWeightSource src, bool strict = true, Func<string, bool>? keep = null)
+    {
+        var names = src.Tensors.Select(t => t.Name).Where(n => keep is null || keep(n)).ToList();
+        var mine = m.NamedParameters().Select(p => p.Name).ToHashSet();
+        // Shapes and names are checked before any data is read; only this module's parameters are read.
+        var shapes = src.Tensors.Where(t => names.Contains(t.Name)).ToDictionary(t => t.Name, t => t);
+        var sd = new Dictionary<string, Tensor>();
+        var probe = new LoadReport();
+        foreach (var (n, p) in m.NamedParameters())
+            if (shapes.TryGetValue(n, out var info) && !info.Shape.SequenceEqual(p.Shape.Select(d => (long)d)))
+                probe.Mismatched.Add($"{n} (file {HostTensor.Fmt(info.Shape)}, model {ShapeUtil.Format(p.Shape)})");
+        if (probe.Mismatched.Count > 0) throw new WeightLoadException($"{src.Path}: {probe}", probe);
+        try
+        {
+            foreach (var n in names)
+            {
+                if (mine.Contains(n))
+                {
+                    var h = src.Read(n);
+                    if (h.DType is not (WeightDType.F32 or WeightDType.BF16 or WeightDType.F64)) h = h.ConvertTo(WeightDType.F32);
+                    sd[n] = h.ToTensor(m.Ctx.Backend);
+                }
+                else
+                {
+                    // an unexpected (or recomputed-buffer) key: a placeholder so the report names it without reading it
+                    sd[n] = m.Ctx.Backend.Empty([1], m.Ctx.DType);
+                }
+            }
+            return m.LoadStateDict(sd, strict);
+        }
+        finally { foreach (var t in sd.Values) t.Dispose(); }
     }
 }
 

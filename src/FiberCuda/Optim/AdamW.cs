@@ -90,8 +90,11 @@ public sealed class AdamW : IDisposable
         var be = p.Backend;
         var mt = p.DType == DType.F64 ? DType.F64 : DType.F32;
         Tensor? master = null;
-        if (p.DType == DType.BF16) { master = be.Empty(p.Shape, DType.F32); be.Cast(p, master); }
-        s = new AdamWState(be.Zeros(p.Shape, mt), be.Zeros(p.Shape, mt), master);
+        using (TensorScope.Suspend()) // optimizer state outlives the step that creates it
+        {
+            if (p.DType == DType.BF16) { master = be.Empty(p.Shape, DType.F32); be.Cast(p, master); }
+            s = new AdamWState(be.Zeros(p.Shape, mt), be.Zeros(p.Shape, mt), master);
+        }
         _state[p] = s;
         return s;
     }

@@ -7,7 +7,7 @@ namespace FiberCuda.Tensors;
 /// </summary>
 public abstract class Storage : IDisposable
 {
-    protected Storage(Backends.IBackend backend, long bytes) { Backend = backend; Bytes = bytes; }
+    protected Storage(Backends.IBackend backend, long bytes) { Backend = backend; Bytes = bytes; TensorScope.Register(this); }
 
     public Backends.IBackend Backend { get; }
     public long Bytes { get; }

@@ -31,8 +31,7 @@ public abstract class OpCasesOnCudaTestBase
 [TestCategory("Emulated")]
 public sealed class OpCasesOnEmulatedCudaTests : OpCasesOnCudaTestBase
 {
-    static readonly Lazy<CudaBackend> Shared = new(() => new CudaBackend(new EmulatedDevice(), ownsDevice: true));
-    protected override IBackend Gpu => Shared.Value;
+    protected override IBackend Gpu => TestDevices.Emulated;
 
     [TestMethod, DynamicData(nameof(Cases))] public void F32(string name) => RunCase(name, DType.F32);
     [TestMethod, DynamicData(nameof(Cases))] public void Bf16(string name) => RunCase(name, DType.BF16);
@@ -42,18 +41,7 @@ public sealed class OpCasesOnEmulatedCudaTests : OpCasesOnCudaTestBase
 [TestCategory("Gpu")]
 public sealed class OpCasesOnGpuTests : OpCasesOnCudaTestBase
 {
-    static readonly Lazy<(CudaBackend? B, string Reason)> Shared = new(() =>
-        CudaDevice.TryCreate(out var d, out var reason) ? (new CudaBackend(d!, ownsDevice: true), "") : (null, reason));
-
-    protected override IBackend Gpu
-    {
-        get
-        {
-            var (b, reason) = Shared.Value;
-            if (b is null) Assert.Inconclusive("no GPU: " + reason);
-            return b!;
-        }
-    }
+    protected override IBackend Gpu => TestDevices.Gpu;
 
     [TestMethod, DynamicData(nameof(Cases))] public void F32(string name) => RunCase(name, DType.F32);
     [TestMethod, DynamicData(nameof(Cases))] public void Bf16(string name) => RunCase(name, DType.BF16);

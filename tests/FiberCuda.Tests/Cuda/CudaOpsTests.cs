@@ -1,3 +1,4 @@
+using FiberCuda.Tests.Support;
 using FiberCuda.Backends;
 using FiberCuda.Backends.Cpu;
 using FiberCuda.Backends.Cuda;
@@ -527,24 +528,12 @@ public abstract class CudaOpsTestBase
 [TestCategory("Emulated")]
 public sealed class CudaOpsEmulatedTests : CudaOpsTestBase
 {
-    static readonly Lazy<CudaBackend> Shared = new(() => new CudaBackend(new EmulatedDevice(), ownsDevice: true));
-    protected override CudaBackend Gpu => Shared.Value;
+    protected override CudaBackend Gpu => TestDevices.Emulated;
 }
 
 [TestClass]
 [TestCategory("Gpu")]
 public sealed class CudaOpsGpuTests : CudaOpsTestBase
 {
-    static readonly Lazy<(CudaBackend? B, string Reason)> Shared = new(() =>
-        CudaDevice.TryCreate(out var d, out var reason) ? (new CudaBackend(d!, ownsDevice: true), "") : (null, reason));
-
-    protected override CudaBackend Gpu
-    {
-        get
-        {
-            var (b, reason) = Shared.Value;
-            if (b is null) Assert.Inconclusive("no GPU: " + reason);
-            return b!;
-        }
-    }
+    protected override CudaBackend Gpu => TestDevices.Gpu;
 }

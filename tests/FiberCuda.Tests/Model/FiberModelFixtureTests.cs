@@ -34,7 +34,10 @@ public sealed class FiberModelFixtureTests
     {
         var m = new FiberCoarseModel(NnContext.Cpu(), ModelFixture.Config);
         var mine = m.NamedParameters().Select(p => p.Name).ToHashSet();
-        var torchParams = Fx.Names("param.").ToHashSet();
+        var torchParams = Fx.Names("param.").Where(FiberCoarseModel.IsBackboneKey).ToHashSet();
+        var adapters = new CaptionAdapters(NnContext.Cpu(), ModelFixture.Config);
+        CollectionAssert.AreEquivalent(Fx.Names("param.").Where(n => !FiberCoarseModel.IsBackboneKey(n)).ToList(),
+            adapters.NamedParameters().Select(p => p.Name).ToList(), "caption adapters");
         CollectionAssert.AreEquivalent(torchParams.ToList(), mine.ToList(), "parameters vs torch named_parameters");
         foreach (var (n, p) in m.NamedParameters())
             CollectionAssert.AreEqual(Fx.T["param." + n].IntShape, p.Shape, n);
@@ -52,7 +55,7 @@ public sealed class FiberModelFixtureTests
     public void StrictLoadReportsMissingAndUnexpected()
     {
         var m = new FiberCoarseModel(NnContext.Cpu(), ModelFixture.Config);
-        var sd = Fx.Names("param.").ToDictionary(n => n, n => Fx.Tensor("param." + n, Backend.Cpu, DType.F32));
+        var sd = Fx.Names("param.").Where(FiberCoarseModel.IsBackboneKey).ToDictionary(n => n, n => Fx.Tensor("param." + n, Backend.Cpu, DType.F32));
         sd.Remove("vit_model.layers.2.blocks.1.attn.alpha_i2t");
         sd["vit_model.layers.9.blocks.0.norm1.weight"] = Backend.Cpu.Zeros([6], DType.F32);
         var e = Assert.ThrowsExactly<FiberCuda.IO.WeightLoadException>(() => m.LoadStateDict(sd));
@@ -127,6 +130,23 @@ public sealed class FiberModelFixtureTests
         Fx.AssertOutput("out.fused.cls_feats", o.ClsFeats, OutTol(dt), log);
         Fx.Loss("fused", new Dictionary<string, Tensor> { ["text_feats"] = o.TextFeats, ["image_feats"] = o.ImageFeats, ["cls_feats"] = o.ClsFeats }).Backward();
         Fx.AssertGrads("fused", m, GradTol(dt), log);
+        Dump(log);
+    }
+
+    [TestMethod]
+    [DataRow(DType.F32)]
+    [DataRow(DType.F64)]
+    public void CaptionPathMatchesTorch(DType dt)
+    {
+        var m = Fx.Model(dt);
+        var adapters = new CaptionAdapters(m.Ctx, ModelFixture.Config);
+        adapters.LoadStateDict(Fx.Names("param.").Where(n => !FiberCoarseModel.IsBackboneKey(n)).ToDictionary(n => n, n => Fx.Tensor("param." + n, Backend.Cpu, dt)));
+        var img = Fx.Tensor("input.image", Backend.Cpu, dt);
+        var log = new StringBuilder();
+        var feats = m.ForwardCaption(m.Swin.Forward(img), Fx.Text(), adapters);
+        Fx.AssertOutput("out.caption.text_feats", feats, OutTol(dt), log);
+        Fx.Loss("caption", new Dictionary<string, Tensor> { ["text_feats"] = feats }).Backward();
+        Fx.AssertGrads("caption", m.NamedParameters().Concat(adapters.NamedParameters()), GradTol(dt), log);
         Dump(log);
     }
 

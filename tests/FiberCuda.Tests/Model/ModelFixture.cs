@@ -47,12 +47,13 @@ sealed class ModelFixture
     }
 
     /// <summary>A tiny coarse FIBER with the fixture's parameters, eval mode.</summary>
-    public FiberCoarseModel Model(DType dtype)
+    public FiberCoarseModel Model(DType dtype, IBackend? backend = null)
     {
-        var ctx = new NnContext(Backend.Cpu, dtype);
+        var be = backend ?? Backend.Cpu;
+        var ctx = new NnContext(be, dtype);
         var m = new FiberCoarseModel(ctx, Config);
-        var sd = Names("param.").ToDictionary(n => n, n => Tensor("param." + n, Backend.Cpu, dtype));
-        m.LoadStateDict(sd);
+        var sd = Names("param.").ToDictionary(n => n, n => Tensor("param." + n, be, dtype));
+        Assert.IsTrue(m.LoadBackbone(sd).Ok);
         m.Eval();
         return m;
     }
@@ -98,13 +99,15 @@ sealed class ModelFixture
     /// tensor's max, floored at 1e-4 of the case's largest gradient: the attention key biases' exact zeros are rounding
     /// noise), absent ones must be null or zero.
     /// </summary>
-    public void AssertGrads(string @case, Module m, double tol, StringBuilder? log = null)
+    public void AssertGrads(string @case, Module m, double tol, StringBuilder? log = null) => AssertGrads(@case, m.NamedParameters(), tol, log);
+
+    public void AssertGrads(string @case, IEnumerable<(string Name, Tensor Tensor)> parameters, double tol, StringBuilder? log = null)
     {
         string pre = $"grad.{@case}.";
         double global = Names(pre).Max(n => T[pre + n].ToDoubles().Max(Math.Abs));
         int n = 0;
         var failures = new List<string>();
-        foreach (var (name, p) in m.NamedParameters())
+        foreach (var (name, p) in parameters)
         {
             var g = p.Grad?.ToDoubleArray();
             if (!T.TryGetValue(pre + name, out var r))

@@ -14,11 +14,15 @@ public static class ExitCodes
     public const int Mismatch = 3;
     /// <summary>A pickle tried to call something outside the allow-list.</summary>
     public const int Unsafe = 4;
+    /// <summary>The requested device (GPU, emulator) cannot be opened.</summary>
+    public const int Device = 5;
 
     public static int Run(Func<int> body)
     {
         try { return body(); }
         catch (UnsafePickleException e) { return Fail(Unsafe, e.Message); }
+        catch (InputMismatchException e) { return Fail(Mismatch, e.Message); }
+        catch (DeviceUnavailableException e) { return Fail(Device, e.Message); }
         catch (ConvertMismatchException e) { return Fail(Mismatch, e.Message); }
         catch (WeightLoadException e) { return Fail(Mismatch, e.Message); }
         catch (FileNotFoundException e) { return Fail(BadInput, e.Message); }
@@ -36,3 +40,9 @@ public static class ExitCodes
         return code;
     }
 }
+
+/// <summary>A readable input that does not fit the model or the command: a missing tensor, a wrong dtype or shape, a config clash.</summary>
+public sealed class InputMismatchException(string message) : Exception(message);
+
+/// <summary>The device asked for is not there (no GPU, no driver, no g++ for the emulator).</summary>
+public sealed class DeviceUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -171,6 +171,17 @@ public sealed unsafe class CudaBackend : IBackend
             if (b.DType != DType.F32 && b.DType != g.C.DType) throw new ArgumentException($"Gemm: bias must be f32 or C's dtype, got {b.DType.Name()}");
             if (b.Numel != g.N) throw new ArgumentException($"Gemm: bias has {b.Numel} elements, N = {g.N}");
             biasType = b.DType; bias = b.Address;
+            if (g.C.DType == DType.BF16 && b.DType == DType.F32)
+            {
+                // cuBLASLt has no bias epilogue for bf16 C with an f32 bias (refused on the H200). Run the GEMM
+                // into an f32 copy of C instead: still one rounding to bf16 at the end, as on the CPU. C is
+                // copied in whole first, so elements between batch strides come back unchanged.
+                using var c32 = Empty(g.C.Shape, DType.F32);
+                Cast(g.C, c32);
+                Gemm(g with { C = c32 });
+                Cast(c32, g.C);
+                return;
+            }
         }
         _dev.Gemm(new GemmDesc(g.A.Address, g.B.Address, g.C.Address, bias, g.A.DType, g.C.DType, biasType,
             g.M, g.N, g.K, g.TransA, g.TransB, g.Alpha, g.Beta, g.Batch, g.StrideA, g.StrideB, g.StrideC));

@@ -1,0 +1,425 @@
+// window_attention.cu — fused Swin window attention (forward and backward), head dim 32.
+//
+// Layouts (row-major, token order t = y·W + x, C = nH·32):
+//   qkv   [B, H·W, 3, nH, 32]   (the qkv Linear output: q = channels 0..C−1, k = C..2C−1, v = 2C..3C−1)
+//   table [(2w−1)², nH]          relative position bias table, f32 or bf16 (runtime dtype tdt: 0 f32, 1 bf16)
+//   y     [B, H·W, C]             attention output, heads merged, back in token order
+//   lse   [B·nW, nH, w²] f32      per-row logsumexp of the scores, in window order (saved for the backward)
+// One block per (window, head). The cyclic shift (roll by −s) and the window partition are fused into
+// the loads: window token i = (ri, ci) of window (wr, wc) sits at shifted (Y, X) = (wr·w+ri, wc·w+ci),
+// which is original token ((Y+s) mod H, (X+s) mod W). The stores use the same map, which is exactly the
+// reverse partition followed by the roll by +s.
+// Scores S = scale·q·kᵀ + table[rel(i,j), h] + mask, mask = −100 where the two tokens' regions of the
+// shifted image differ (rows split at H−w and H−s, columns at W−w and W−s; s > 0 only), as the
+// official attn_mask. Math is fp32 whatever T is.
+//
+// Work split: d = 32 = warp width, so a warp owns one query row at a time; for the scores each lane owns
+// keys j = lane + 32m (m < WA_MAXJ), for the outputs lane c owns channel c. K, V (and Q, dO in the
+// backward) live in shared memory as f32 rows padded to 33 floats so both access patterns are free of
+// bank conflicts. No score matrix is ever stored: the backward recomputes P from q, k and the lse.
+#include "common.cuh"
+
+#define WA_D 32
+#define WA_LD 33
+#define WA_MAXJ 11 // w² ≤ 352 (w ≤ 18)
+
+struct WaGeom
+{
+    int H, W, w, s, nH, nWh, nWw, N;
+    int b, wr, wc, h;
+};
+
+__device__ __forceinline__ WaGeom wa_geom(int B, int H, int W, int nH, int w, int s)
+{
+    WaGeom g;
+    g.H = H; g.W = W; g.w = w; g.s = s; g.nH = nH;
+    g.nWh = H / w; g.nWw = W / w; g.N = w * w;
+    int win = blockIdx.x;
+    g.b = win / (g.nWh * g.nWw);
+    int r = win % (g.nWh * g.nWw);
+    g.wr = r / g.nWw; g.wc = r % g.nWw;
+    g.h = blockIdx.y;
+    return g;
+}
+
+// Token index (within the batch item) of window token i, undoing the cyclic shift.
+__device__ __forceinline__ i64 wa_token(const WaGeom& g, int i)
+{
+    int Y = g.wr * g.w + i / g.w, X = g.wc * g.w + i % g.w;
+    int y = Y + g.s; if (y >= g.H) y -= g.H;
+    int x = X + g.s; if (x >= g.W) x -= g.W;
+    return (i64)g.b * g.H * g.W + (i64)y * g.W + x;
+}
+
+// Region label (0..8) of window token i in the shifted image; all 0 without a shift.
+__device__ __forceinline__ int wa_label(const WaGeom& g, int i)
+{
+    if (g.s == 0) return 0;
+    int Y = g.wr * g.w + i / g.w, X = g.wc * g.w + i % g.w;
+    int ry = Y < g.H - g.w ? 0 : (Y < g.H - g.s ? 1 : 2);
+    int rx = X < g.W - g.w ? 0 : (X < g.W - g.s ? 1 : 2);
+    return ry * 3 + rx;
+}
+
+// Bias index of (i, j): (ri−rj+w−1)·(2w−1) + (ci−cj+w−1).
+__device__ __forceinline__ int wa_rel(int i, int j, int w)
+{
+    return (i / w - j / w + w - 1) * (2 * w - 1) + (i % w - j % w + w - 1);
+}
+
+// Loads `rows` ([N][33] f32) with part p (0 q, 1 k, 2 v) of head h for the window's N tokens.
+template <typename T>
+__device__ __forceinline__ void wa_load_part(const T* qkv, const WaGeom& g, int p, float* rows)
+{
+    const int C = g.nH * WA_D;
+    for (int e = threadIdx.x; e < g.N * WA_D; e += blockDim.x)
+    {
+        int i = e >> 5, c = e & 31;
+        i64 t = wa_token(g, i);
+        rows[i * WA_LD + c] = to_f(qkv[(t * 3 + p) * C + g.h * WA_D + c]);
+    }
+}
+
+// Common per-block tables: bias table of head h as f32 [(2w−1)²], region labels [N].
+__device__ __forceinline__ void wa_load_tables(const void* table, int tdt, const WaGeom& g, float* btab, int* lab)
+{
+    const int T2 = (2 * g.w - 1) * (2 * g.w - 1);
+    for (int e = threadIdx.x; e < T2; e += blockDim.x) btab[e] = load_dyn(table, (i64)e * g.nH + g.h, tdt);
+    for (int e = threadIdx.x; e < g.N; e += blockDim.x) lab[e] = wa_label(g, e);
+}
+
+// The row that stays fixed over a loop lives in registers, so each FMA of a dot product reads shared
+// memory once (the other operand), not twice.
+__device__ __forceinline__ void wa_regs(const float* p, float (&r)[WA_D])
+{
+#pragma unroll
+    for (int c = 0; c < WA_D; c++) r[c] = p[c];
+}
+
+__device__ __forceinline__ float wa_dot(const float (&a)[WA_D], const float* b)
+{
+    float acc = 0.0f;
+#pragma unroll
+    for (int c = 0; c < WA_D; c++) acc += a[c] * b[c];
+    return acc;
+}
+
+struct alignas(8) WaF2 { float x, y; };
+
+// Shared memory: K, V [N][33], per warp two q rows [2·32] + two p rows [2N], btab [(2w−1)²], lab [N].
+template <typename T>
+__device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt, T* y, float* lse,
+                                       int B, int H, int W, int nH, int w, int s, float scale)
+{
+    FIBER_DYNAMIC_SMEM(float, sm);
+    WaGeom g = wa_geom(B, H, W, nH, w, s);
+    const int N = g.N, T2 = (2 * w - 1) * (2 * w - 1), C = nH * WA_D;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    float* Ks = sm;
+    float* Vs = Ks + N * WA_LD;
+    float* wbuf = Vs + N * WA_LD;                 // nwarps × (64 + 2N), 8-byte aligned (offsets are even)
+    float* btab = wbuf + nwarps * (2 * WA_D + 2 * N);
+    int* lab = (int*)(btab + T2);
+    float* qrow = wbuf + warp * (2 * WA_D + 2 * N);  // the pair's two q rows
+    WaF2* prow = (WaF2*)(qrow + 2 * WA_D);           // exp(s − max) of both rows, interleaved
+
+    wa_load_part(qkv, g, 1, Ks);
+    wa_load_part(qkv, g, 2, Vs);
+    wa_load_tables(table, tdt, g, btab, lab);
+    __syncthreads();
+
+    // A warp takes two query rows at a time so every K and V value read from shared memory feeds two
+    // FMAs. Row i1 may be past the end (odd N): it is computed on row i0's data and never stored.
+    for (int i0 = 2 * warp; i0 < N; i0 += 2 * nwarps)
+    {
+        const bool has1 = i0 + 1 < N;
+        const int i1 = has1 ? i0 + 1 : i0;
+        const i64 t0 = wa_token(g, i0), t1 = wa_token(g, i1);
+        qrow[lane] = to_f(qkv[(t0 * 3 + 0) * C + g.h * WA_D + lane]);
+        qrow[WA_D + lane] = to_f(qkv[(t1 * 3 + 0) * C + g.h * WA_D + lane]);
+        __syncwarp();
+        float qa[WA_D], qb[WA_D];
+        wa_regs(qrow, qa);
+        wa_regs(qrow + WA_D, qb);
+        const int la = lab[i0], lb = lab[i1];
+        float sa[WA_MAXJ], sb[WA_MAXJ];
+        float ma = fiber_neg_inf(), mb = fiber_neg_inf();
+#pragma unroll
+        for (int m = 0; m < WA_MAXJ; m++)
+        {
+            int j = lane + 32 * m;
+            sa[m] = fiber_neg_inf(); sb[m] = fiber_neg_inf();
+            if (j < N)
+            {
+                const float* kj = Ks + j * WA_LD;
+                float da = 0.0f, db = 0.0f;
+#pragma unroll
+                for (int c = 0; c < WA_D; c++) { float k = kj[c]; da += qa[c] * k; db += qb[c] * k; }
+                const int lj = lab[j];
+                float va = scale * da + btab[wa_rel(i0, j, w)];
+                float vb = scale * db + btab[wa_rel(i1, j, w)];
+                if (lj != la) va += -100.0f;
+                if (lj != lb) vb += -100.0f;
+                sa[m] = va; sb[m] = vb;
+                ma = fmaxf(ma, va); mb = fmaxf(mb, vb);
+            }
+        }
+        ma = warp_max(ma); mb = warp_max(mb);
+        float suma = 0.0f, sumb = 0.0f;
+#pragma unroll
+        for (int m = 0; m < WA_MAXJ; m++)
+        {
+            int j = lane + 32 * m;
+            if (j < N)
+            {
+                WaF2 e; e.x = expf(sa[m] - ma); e.y = expf(sb[m] - mb);
+                prow[j] = e; suma += e.x; sumb += e.y;
+            }
+        }
+        suma = warp_sum(suma); sumb = warp_sum(sumb);
+        __syncwarp();
+        float oa = 0.0f, ob = 0.0f;
+        for (int j = 0; j < N; j++)
+        {
+            WaF2 p = prow[j];
+            float v = Vs[j * WA_LD + lane];
+            oa += p.x * v; ob += p.y * v;
+        }
+        float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
+        y[t0 * C + g.h * WA_D + lane] = from_f<T>(oa / suma);
+        if (lane == 0) lrow[i0] = ma + logf(suma);
+        if (has1)
+        {
+            y[t1 * C + g.h * WA_D + lane] = from_f<T>(ob / sumb);
+            if (lane == 0) lrow[i1] = mb + logf(sumb);
+        }
+        __syncwarp(); // qrow/prow are rewritten by the next pair
+    }
+}
+
+// Backward. Phase 0 loads Q, K, V, dO and D_i = Σ_c dO_ic·O_ic; phase 1 (warp per query row i) gives dQ;
+// phase 2 (warp per key row j, lanes own queries i) gives dK, dV and the bias-table gradient. The table
+// gradient is deterministic: within a key row j the queries i map to distinct relative indices, so each
+// warp adds into its own private [(2w−1)²] copy without conflicts; the copies are summed in warp order
+// into this block's row of `dtab_part` [B·nW, nH, (2w−1)²] and wa_dbias_reduce adds those over windows
+// in window order. dqkv: each token belongs to one window, so a block owns its q/k/v gradient slices and
+// adds (+=) with plain loads and stores.
+// Shared memory: Q, K, V, dO [N][33]; lse, D [N]; per warp two float-pair rows [4N] + dtab [(2w−1)²]; btab; lab [N].
+template <typename T>
+__device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt, const T* y, const float* lse,
+                                       const T* dy, T* dqkv, float* dtab_part,
+                                       int B, int H, int W, int nH, int w, int s, float scale)
+{
+    FIBER_DYNAMIC_SMEM(float, sm);
+    WaGeom g = wa_geom(B, H, W, nH, w, s);
+    const int N = g.N, T2 = (2 * w - 1) * (2 * w - 1), C = nH * WA_D;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    float* Qs = sm;
+    float* Ks = Qs + N * WA_LD;
+    float* Vs = Ks + N * WA_LD;
+    float* dOs = Vs + N * WA_LD;
+    float* Ls = dOs + N * WA_LD;
+    float* Ds = Ls + N;
+    float* wbuf = Ds + N;                            // nwarps × 4N (two arrays of N float pairs)
+    float* wtab = wbuf + nwarps * 4 * N;             // nwarps × T2
+    float* btab = wtab + nwarps * T2;
+    int* lab = (int*)(btab + T2);
+    float* bufA = wbuf + warp * 4 * N;
+    WaF2* bufD = (WaF2*)(bufA + 2 * N);
+    float* mytab = wtab + warp * T2;
+
+    wa_load_part(qkv, g, 0, Qs);
+    wa_load_part(qkv, g, 1, Ks);
+    wa_load_part(qkv, g, 2, Vs);
+    wa_load_tables(table, tdt, g, btab, lab);
+    for (int e = threadIdx.x; e < nwarps * T2; e += blockDim.x) wtab[e] = 0.0f;
+    const float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
+    for (int e = threadIdx.x; e < N; e += blockDim.x) Ls[e] = lrow[e];
+    for (int i = warp; i < N; i += nwarps)
+    {
+        const i64 t = wa_token(g, i);
+        float d = to_f(dy[t * C + g.h * WA_D + lane]);
+        float o = to_f(y[t * C + g.h * WA_D + lane]);
+        dOs[i * WA_LD + lane] = d;
+        float dd = warp_sum(d * o);
+        if (lane == 0) Ds[i] = dd;
+    }
+    __syncthreads();
+
+    // Both phases take two rows per warp step (as the forward) so each shared-memory read of the
+    // other operand feeds two FMAs; the second row may be past the end (odd N) and is then not stored.
+    WaF2* buf = (WaF2*)bufA; // N pairs, 8-byte aligned (every offset before it is even)
+
+    // Phase 1: dQ_i = scale·Σ_j dS_ij·k_j, dS_ij = P_ij·(dO_i·v_j − D_i).
+    for (int i0 = 2 * warp; i0 < N; i0 += 2 * nwarps)
+    {
+        const bool has1 = i0 + 1 < N;
+        const int i1 = has1 ? i0 + 1 : i0;
+        const int la = lab[i0], lb = lab[i1];
+        const float La = Ls[i0], Lb = Ls[i1], Da = Ds[i0], Db = Ds[i1];
+        float qa[WA_D], qb[WA_D], da[WA_D], db[WA_D];
+        wa_regs(Qs + i0 * WA_LD, qa); wa_regs(Qs + i1 * WA_LD, qb);
+        wa_regs(dOs + i0 * WA_LD, da); wa_regs(dOs + i1 * WA_LD, db);
+        for (int j = lane; j < N; j += 32)
+        {
+            const float* kj = Ks + j * WA_LD;
+            const float* vj = Vs + j * WA_LD;
+            float xa = 0.0f, xb = 0.0f, ya = 0.0f, yb = 0.0f;
+#pragma unroll
+            for (int c = 0; c < WA_D; c++)
+            {
+                float k = kj[c], v = vj[c];
+                xa += qa[c] * k; xb += qb[c] * k;
+                ya += da[c] * v; yb += db[c] * v;
+            }
+            const int lj = lab[j];
+            float va = scale * xa + btab[wa_rel(i0, j, w)];
+            float vb = scale * xb + btab[wa_rel(i1, j, w)];
+            if (lj != la) va += -100.0f;
+            if (lj != lb) vb += -100.0f;
+            WaF2 d2;
+            d2.x = expf(va - La) * (ya - Da);
+            d2.y = expf(vb - Lb) * (yb - Db);
+            buf[j] = d2;
+        }
+        __syncwarp();
+        float dqa = 0.0f, dqb = 0.0f;
+        for (int j = 0; j < N; j++)
+        {
+            WaF2 d2 = buf[j];
+            float k = Ks[j * WA_LD + lane];
+            dqa += d2.x * k; dqb += d2.y * k;
+        }
+        T* dst = dqkv + (wa_token(g, i0) * 3 + 0) * C + g.h * WA_D + lane;
+        *dst = from_f<T>(to_f(*dst) + scale * dqa);
+        if (has1)
+        {
+            T* dst1 = dqkv + (wa_token(g, i1) * 3 + 0) * C + g.h * WA_D + lane;
+            *dst1 = from_f<T>(to_f(*dst1) + scale * dqb);
+        }
+        __syncwarp();
+    }
+
+    // Phase 2: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i, dtable[rel(i,j)] += dS_ij, for a pair
+    // of keys (j0, j1). For one key the lanes' queries have distinct relative indices, but an index of
+    // j0 may equal another lane's index of j1, so the two private-table updates are separated by
+    // __syncwarp (the loop runs the same trip count on every lane for that).
+    for (int j0 = 2 * warp; j0 < N; j0 += 2 * nwarps)
+    {
+        const bool has1 = j0 + 1 < N;
+        const int j1 = has1 ? j0 + 1 : j0;
+        const int la = lab[j0], lb = lab[j1];
+        float ka[WA_D], kb[WA_D], va_[WA_D], vb_[WA_D];
+        wa_regs(Ks + j0 * WA_LD, ka); wa_regs(Ks + j1 * WA_LD, kb);
+        wa_regs(Vs + j0 * WA_LD, va_); wa_regs(Vs + j1 * WA_LD, vb_);
+        for (int ib = 0; ib < N; ib += 32)
+        {
+            const int i = ib + lane;
+            const bool ok = i < N;
+            float dsa = 0.0f, dsb = 0.0f;
+            int ra = 0, rb = 0;
+            if (ok)
+            {
+                const float* qi = Qs + i * WA_LD;
+                const float* di = dOs + i * WA_LD;
+                float xa = 0.0f, xb = 0.0f, ya = 0.0f, yb = 0.0f;
+#pragma unroll
+                for (int c = 0; c < WA_D; c++)
+                {
+                    float q = qi[c], d = di[c];
+                    xa += ka[c] * q; xb += kb[c] * q;
+                    ya += va_[c] * d; yb += vb_[c] * d;
+                }
+                const int li = lab[i];
+                ra = wa_rel(i, j0, w); rb = wa_rel(i, j1, w);
+                float sa = scale * xa + btab[ra];
+                float sb = scale * xb + btab[rb];
+                if (li != la) sa += -100.0f;
+                if (li != lb) sb += -100.0f;
+                const float L = Ls[i], Di = Ds[i];
+                float pa = expf(sa - L), pb = expf(sb - L);
+                dsa = pa * (ya - Di); dsb = pb * (yb - Di);
+                WaF2 p2; p2.x = pa; p2.y = pb;
+                WaF2 d2; d2.x = dsa; d2.y = dsb;
+                buf[i] = p2;
+                bufD[i] = d2;
+                mytab[ra] += dsa;
+            }
+            __syncwarp();
+            if (ok && has1) mytab[rb] += dsb;
+            __syncwarp();
+        }
+        float dva = 0.0f, dvb = 0.0f, dka = 0.0f, dkb = 0.0f;
+        for (int i = 0; i < N; i++)
+        {
+            WaF2 p2 = buf[i], d2 = bufD[i];
+            float d = dOs[i * WA_LD + lane], q = Qs[i * WA_LD + lane];
+            dva += p2.x * d; dvb += p2.y * d;
+            dka += d2.x * q; dkb += d2.y * q;
+        }
+        {
+            const i64 t = wa_token(g, j0);
+            T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+            T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+            *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dka);
+            *dv_dst = from_f<T>(to_f(*dv_dst) + dva);
+        }
+        if (has1)
+        {
+            const i64 t = wa_token(g, j1);
+            T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+            T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+            *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dkb);
+            *dv_dst = from_f<T>(to_f(*dv_dst) + dvb);
+        }
+        __syncwarp();
+    }
+    __syncthreads();
+    if (dtab_part != nullptr)
+    {
+        float* out = dtab_part + ((i64)blockIdx.x * nH + g.h) * T2;
+        for (int e = threadIdx.x; e < T2; e += blockDim.x)
+        {
+            float acc = 0.0f;
+            for (int k = 0; k < nwarps; k++) acc += wtab[k * T2 + e];
+            out[e] = acc;
+        }
+    }
+}
+
+extern "C" __global__ void window_attn_fwd_f32(const float* qkv, const void* table, int tdt, float* y, float* lse,
+                                               int B, int H, int W, int nH, int w, int s, float scale)
+{
+    wa_fwd<float>(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
+}
+extern "C" __global__ void window_attn_fwd_bf16(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
+                                                int B, int H, int W, int nH, int w, int s, float scale)
+{
+    wa_fwd<bf16>(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
+}
+extern "C" __global__ void window_attn_bwd_f32(const float* qkv, const void* table, int tdt, const float* y, const float* lse,
+                                               const float* dy, float* dqkv, float* dtab_part,
+                                               int B, int H, int W, int nH, int w, int s, float scale)
+{
+    wa_bwd<float>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, B, H, W, nH, w, s, scale);
+}
+extern "C" __global__ void window_attn_bwd_bf16(const bf16* qkv, const void* table, int tdt, const bf16* y, const float* lse,
+                                                const bf16* dy, bf16* dqkv, float* dtab_part,
+                                                int B, int H, int W, int nH, int w, int s, float scale)
+{
+    wa_bwd<bf16>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, B, H, W, nH, w, s, scale);
+}
+
+// dtable[e, h] += Σ_win part[win, h, e] (window order: deterministic). One thread per (h, e), e fastest
+// so a warp's loads of one window's partial row are contiguous.
+extern "C" __global__ void window_attn_dbias_reduce(const float* part, int nwin, int nH, int T2, void* dtable, int tdt)
+{
+    FIBER_GRID_LOOP(k, (i64)T2 * nH)
+    {
+        int h = (int)(k / T2), e = (int)(k % T2);
+        float acc = 0.0f;
+        for (int win = 0; win < nwin; win++) acc += part[((i64)win * nH + h) * T2 + e];
+        i64 o = (i64)e * nH + h;
+        store_dyn(dtable, o, tdt, load_dyn(dtable, o, tdt) + acc);
+    }
+}

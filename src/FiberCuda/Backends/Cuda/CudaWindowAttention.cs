@@ -1,0 +1,109 @@
+using FiberCuda.Runtime;
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Backends.Cuda;
+
+/// <summary>
+/// <see cref="IWindowAttentionOps"/> with kernels/window_attention.cu: one block of 4 warps per (window,
+/// head), fp32 math in shared memory, head dim 32, w² ≤ 352 (w ≤ 18). Shared memory per block (f32 rows
+/// padded to 33): forward 2·w²·33·4 B + small (w = 18: ~101 KB), backward 4·w²·33·4 B + per-warp buffers
+/// and private table-gradient copies (w = 18: ~215 KB, which needs sm_90's 227 KB opt-in).
+/// The bias-table gradient is deterministic: per-block partial tables [B·nW, nH, (2w−1)²] f32 in a
+/// scratch buffer, then a second kernel sums them over windows in a fixed order and adds into dtable.
+/// </summary>
+public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
+{
+    const string File = "window_attention.cu";
+    const int Warps = 4;
+    const int MaxN = 11 * 32;
+    const int Ld = 33;
+
+    readonly CudaBackend _be;
+    readonly Dictionary<string, IKernel> _kernels = new();
+
+    public CudaWindowAttention(CudaBackend backend) { _be = backend; }
+
+    IKernel Kernel(string name, int smem)
+    {
+        lock (_kernels)
+        {
+            if (!_kernels.TryGetValue(name, out var k)) _kernels[name] = k = _be.Device.GetKernel(File, name);
+            if (k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
+            return k;
+        }
+    }
+
+    static int Dt(Tensor t) => t.DType switch
+    {
+        DType.F32 => 0,
+        DType.BF16 => 1,
+        _ => throw new ArgumentException($"window attention (CUDA): {t} must be f32 or bf16"),
+    };
+
+    void Mine(Tensor t, string what)
+    {
+        if (!ReferenceEquals(t.Backend, _be)) throw new ArgumentException($"window attention (CUDA): {what} {t} is not on {_be.Name}");
+    }
+
+    static void Supported(in WindowAttentionShape a)
+    {
+        if (a.HeadDim != 32) throw new NotSupportedException($"window attention (CUDA): head dim {a.HeadDim}; the kernel needs 32");
+        if (a.N > MaxN) throw new NotSupportedException($"window attention (CUDA): window {a.Window} has {a.N} tokens; the kernel takes at most {MaxN}");
+    }
+
+    public static int ForwardSharedBytes(in WindowAttentionShape a)
+        => 4 * (2 * a.N * Ld + Warps * (64 + 2 * a.N) + a.TableRows + a.N);
+
+    public static int BackwardSharedBytes(in WindowAttentionShape a)
+        => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 4 * a.N + Warps * a.TableRows + a.TableRows + a.N);
+
+    public void Forward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse)
+    {
+        a.Check(qkv, table, y, lse); Supported(a);
+        Mine(qkv, "qkv"); Mine(table, "table"); Mine(y, "y"); Mine(lse, "lse");
+        int qdt = Dt(qkv), tdt = Dt(table);
+        if (lse.DType != DType.F32) throw new ArgumentException($"window attention (CUDA): lse {lse} must be f32");
+        int smem = ForwardSharedBytes(a);
+        var k = Kernel(qdt == 0 ? "window_attn_fwd_f32" : "window_attn_fwd_bf16", smem);
+        nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address;
+        int B = a.Batch, H = a.Height, W = a.Width, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
+        void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &B, &H, &W, &nH, &w, &s, &scale };
+        _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), Warps * 32, smem, args);
+    }
+
+    public void Backward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable)
+    {
+        a.Check(qkv, table, y, lse); Supported(a);
+        Mine(qkv, "qkv"); Mine(table, "table"); Mine(y, "y"); Mine(lse, "lse"); Mine(dy, "dy"); Mine(dqkv, "dqkv");
+        if (lse.DType != DType.F32) throw new ArgumentException($"window attention (CUDA): lse {lse} must be f32");
+        if (dy.Numel != y.Numel || dy.DType != qkv.DType) throw new ArgumentException($"window attention (CUDA): dy {dy} does not match y {y}");
+        if (dqkv.Numel != qkv.Numel || dqkv.DType != qkv.DType) throw new ArgumentException($"window attention (CUDA): dqkv {dqkv} does not match qkv {qkv}");
+        int qdt = Dt(qkv), tdt = Dt(table);
+        Tensor? part = null;
+        if (dtable is not null)
+        {
+            Mine(dtable, "dtable");
+            if (dtable.Numel != table.Numel) throw new ArgumentException($"window attention (CUDA): dtable {dtable} does not match table {table}");
+            part = _be.Empty([a.Windows, a.Heads, a.TableRows], DType.F32);
+        }
+        try
+        {
+            int smem = BackwardSharedBytes(a);
+            var k = Kernel(qdt == 0 ? "window_attn_bwd_f32" : "window_attn_bwd_bf16", smem);
+            nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address, pdy = dy.Address, pdq = dqkv.Address;
+            nint pp = part?.Address ?? 0;
+            int B = a.Batch, H = a.Height, W = a.Width, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
+            void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &pdy, &pdq, &pp, &B, &H, &W, &nH, &w, &s, &scale };
+            _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), Warps * 32, smem, args);
+            if (part is not null)
+            {
+                var r = Kernel("window_attn_dbias_reduce", 0);
+                nint pd = dtable!.Address; int nwin = a.Windows, T2 = a.TableRows, ddt = Dt(dtable);
+                void** ra = stackalloc void*[] { &pp, &nwin, &nH, &T2, &pd, &ddt };
+                int total = T2 * nH;
+                _be.Device.Launch(r, (uint)Math.Max(1, Math.Min((total + 255) / 256, 1024)), 256, 0, ra);
+            }
+        }
+        finally { part?.Dispose(); }
+    }
+}

@@ -1,0 +1,87 @@
+using System.Runtime.CompilerServices;
+using FiberCuda.Backends.Cpu;
+using FiberCuda.Backends.Cuda;
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Backends;
+
+/// <summary>
+/// Geometry of one fused Swin window-attention call. The image is <see cref="Height"/>×<see cref="Width"/>
+/// tokens (both multiples of <see cref="Window"/>, the padded size when the model pads), <see cref="Heads"/>
+/// heads of <see cref="HeadDim"/> channels (32: the CUDA kernel maps one channel to one lane), cyclic shift
+/// <see cref="Shift"/> (0 or w/2; the shift mask is applied whenever it is &gt; 0) and score scale (d^-0.5).
+/// </summary>
+public readonly record struct WindowAttentionShape(int Batch, int Height, int Width, int Heads, int HeadDim, int Window, int Shift, float Scale)
+{
+    /// <summary>Tokens per window, w².</summary>
+    public int N => Window * Window;
+    public int WindowsPerImage => (Height / Window) * (Width / Window);
+    /// <summary>All windows of the batch, B·nW.</summary>
+    public int Windows => Batch * WindowsPerImage;
+    public int Channels => Heads * HeadDim;
+    public int Tokens => Height * Width;
+    /// <summary>Rows of the bias table, (2w−1)².</summary>
+    public int TableRows => (2 * Window - 1) * (2 * Window - 1);
+
+    public int[] QkvShape => [Batch, Tokens, 3 * Channels];
+    public int[] OutShape => [Batch, Tokens, Channels];
+    public int[] LseShape => [Windows, Heads, N];
+    public int[] TableShape => [TableRows, Heads];
+
+    public void Validate()
+    {
+        if (Batch < 1 || Heads < 1 || HeadDim < 1 || Window < 1) throw new ArgumentException($"window attention: bad geometry {this}");
+        if (Height % Window != 0 || Width % Window != 0 || Height < Window || Width < Window)
+            throw new ArgumentException($"window attention: image {Height}x{Width} is not a multiple of window {Window} (pad it first)");
+        if (Shift < 0 || Shift >= Window) throw new ArgumentException($"window attention: shift {Shift} is outside [0, {Window})");
+    }
+
+    /// <summary>Checks the tensors of a call against this geometry (element counts; shapes may be any view of them).</summary>
+    public void Check(Tensor qkv, Tensor table, Tensor? y, Tensor? lse)
+    {
+        Validate();
+        Need(qkv, (long)Batch * Tokens * 3 * Channels, "qkv");
+        Need(table, (long)TableRows * Heads, "table");
+        if (y is not null) { Need(y, (long)Batch * Tokens * Channels, "y"); if (y.DType != qkv.DType) throw new ArgumentException($"window attention: y {y} must have qkv's dtype {qkv.DType.Name()}"); }
+        if (lse is not null) Need(lse, (long)Windows * Heads * N, "lse");
+        if (!qkv.DType.IsFloat() || !table.DType.IsFloat()) throw new ArgumentException("window attention: float tensors only");
+    }
+
+    static void Need(Tensor t, long n, string what)
+    {
+        if (t.Numel != n) throw new ArgumentException($"window attention: {what} {t} has {t.Numel} elements, {n} expected");
+    }
+}
+
+/// <summary>
+/// Fused Swin (shifted-)window attention, an op outside <see cref="IBackend"/> (one implementation per
+/// backend kind, found with <see cref="WindowAttentionOps.For"/>).
+///
+/// Forward: qkv [B, H·W, 3C] in token order (the qkv Linear output, viewed [B, H·W, 3, nH, d]) →
+/// roll by −s, window partition, per window and head S = scale·q·kᵀ + table[rel(i,j), h] + mask
+/// (−100 between different regions of the shifted image, official Swin attn_mask), P = softmax(S),
+/// O = P·v, heads merged, reverse partition and roll by +s → y [B, H·W, C] in token order.
+/// lse [B·nW, nH, w²] (f32; f64 for f64 inputs) is the per-row logsumexp of S, in window order
+/// (window index b·nW + wr·(W/w) + wc, row = token i of the window, row-major).
+///
+/// Backward (gradient convention: +=): recomputes P from q, k and lse; dqkv += [dQ | dK | dV] in qkv's
+/// layout; dtable (when given, [(2w−1)², nH]) += Σ over windows and pairs with that relative offset of dS.
+/// </summary>
+public interface IWindowAttentionOps
+{
+    void Forward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse);
+    void Backward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable);
+}
+
+public static class WindowAttentionOps
+{
+    static readonly ConditionalWeakTable<IBackend, IWindowAttentionOps> Cache = new();
+
+    /// <summary>The implementation for <paramref name="backend"/> (CPU reference or CUDA kernels).</summary>
+    public static IWindowAttentionOps For(IBackend backend) => Cache.GetValue(backend, b => b switch
+    {
+        CpuBackend => new CpuWindowAttention(),
+        CudaBackend cb => new CudaWindowAttention(cb),
+        _ => throw new NotSupportedException($"window attention is not implemented for backend {b.Name}"),
+    });
+}

@@ -1,0 +1,93 @@
+using FiberCuda.Autograd;
+using FiberCuda.Backends;
+using FiberCuda.Models;
+using FiberCuda.Backends.Cuda;
+using FiberCuda.Runtime;
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Tests.Attention;
+
+/// <summary>
+/// Timing of the fused window attention at FIBER shapes (bf16), printed for the B1 performance notes:
+/// milliseconds, attention-core TFLOP/s (4·N²·d per window·head forward, 2.5× that backward incl. the
+/// recompute) and the qkv/y traffic in GB/s, next to the forward of the F-op composition the model uses
+/// today (square images only). The assertion only guards the numbers (finite outputs,
+/// a positive time); speed targets are for a person reading the table.
+/// </summary>
+[TestClass]
+[TestCategory("Gpu")]
+public sealed class WindowAttentionGpuBench
+{
+    [TestMethod]
+    [Timeout(180_000)]
+    public void FusedWindowAttentionTimings()
+    {
+        if (!CudaDevice.TryCreate(out var dev, out var reason)) { Assert.Inconclusive("no GPU: " + reason); return; }
+        using var b = new CudaBackend(dev!, ownsDevice: true);
+        Bench(b, new (string Name, WindowAttentionShape A)[]
+        {
+            ("384 stage1 w12", new(8, 96, 96, 4, 32, 12, 6, 1 / MathF.Sqrt(32))),
+            ("384 stage3 w12", new(8, 24, 24, 16, 32, 12, 6, 1 / MathF.Sqrt(32))),
+            ("576 stage1 w18", new(8, 144, 144, 4, 32, 18, 9, 1 / MathF.Sqrt(32))),
+            ("224 stage1 w7", new(8, 56, 56, 4, 32, 7, 3, 1 / MathF.Sqrt(32))),
+        });
+    }
+
+    internal static void Bench(CudaBackend b, (string Name, WindowAttentionShape A)[] cases)
+    {
+        var dev = b.Device;
+        var op = WindowAttentionOps.For(b);
+        var r = new Random(1);
+        foreach (var (name, a) in cases)
+        {
+            using var qkv = b.FromFloats(Array.ConvertAll(new float[ShapeUtil.Numel(a.QkvShape)], _ => (float)(r.NextDouble() * 2 - 1)), a.QkvShape, DType.BF16);
+            using var table = b.FromFloats(Array.ConvertAll(new float[ShapeUtil.Numel(a.TableShape)], _ => (float)(r.NextDouble() - 0.5)), a.TableShape, DType.F32);
+            using var y = b.Empty(a.OutShape, DType.BF16);
+            using var lse = b.Empty(a.LseShape, DType.F32);
+            using var dy = b.FromFloats(Array.ConvertAll(new float[ShapeUtil.Numel(a.OutShape)], _ => (float)(r.NextDouble() * 2 - 1)), a.OutShape, DType.BF16);
+            using var dqkv = b.Zeros(a.QkvShape, DType.BF16);
+            using var dtab = b.Zeros(a.TableShape, DType.F32);
+            double Time(Action f)
+            {
+                f(); b.Synchronize();
+                using var t = dev.CreateTimer();
+                t.Start(); for (int i = 0; i < 5; i++) f(); t.Stop();
+                return t.ElapsedMs() / 5;
+            }
+            double fwd = Time(() => op.Forward(qkv, table, a, y, lse));
+            double bwd = Time(() => op.Backward(qkv, table, a, y, lse, dy, dqkv, dtab));
+            // The F-op composition the model uses today (materialised scores, gathered bias, mask), forward only.
+            using var relIndex = b.FromInts(WindowAttention.RelativePositionIndex(a.Window), [a.N * a.N]);
+            using var tableBf = b.Empty(a.TableShape, DType.BF16);
+            b.Cast(table, tableBf);
+            int r0 = a.Height;
+            using var mask = a.Shift > 0 ? b.FromDoubles(SwinBlock.ShiftMask(r0, a.Window, a.Shift, a.Heads), [a.WindowsPerImage * a.Heads * a.N * a.N], DType.BF16) : null;
+            double composed;
+            using (Grad.NoGrad())
+                composed = Time(() =>
+                {
+                    using var scope = new TensorScope(); // each call's temporaries go back at once
+                    WindowAttentionComposedTests.Composed(qkv, tableBf, relIndex, mask, a.Batch, r0, a.Window, a.Shift, a.Heads, a.HeadDim, a.Scale);
+                });
+            double flop = 4.0 * a.N * a.N * a.HeadDim * a.Windows * a.Heads;
+            double bytes = (qkv.Bytes + y.Bytes);
+            Console.WriteLine($"{name,-16} B={a.Batch} fwd {fwd:F3} ms ({flop / fwd / 1e9:F1} TFLOP/s, {bytes / fwd / 1e6:F0} GB/s)  bwd {bwd:F3} ms ({2.5 * flop / bwd / 1e9:F1} TFLOP/s)  composed F-op fwd {composed:F3} ms");
+            Assert.IsTrue(fwd > 0 && bwd > 0, name);
+            Assert.IsTrue(y.ToFloatArray().All(float.IsFinite), $"{name}: non-finite y");
+            Assert.IsTrue(dtab.ToFloatArray().All(float.IsFinite), $"{name}: non-finite dtable");
+        }
+    }
+}
+
+[TestClass]
+[TestCategory("Emulated")]
+public sealed class WindowAttentionBenchEmulatedTests
+{
+    /// <summary>The bench code on the emulator at a toy size, so the GPU run does not fail on a bench bug.</summary>
+    [TestMethod]
+    public void BenchRunsOnTheEmulator()
+    {
+        using var b = new CudaBackend(new EmulatedDevice(), ownsDevice: true);
+        WindowAttentionGpuBench.Bench(b, [("toy w4", new(1, 8, 8, 1, 32, 4, 2, 1 / MathF.Sqrt(32)))]);
+    }
+}
