@@ -13,7 +13,6 @@ public static class BackwardRules
 {
     public static void Apply(Node n, Tensor?[] g, GradSink sink)
     {
-        if (HeadBackwardRules.TryApply(n, g, sink)) return; // head losses (ITC, MLM): Autograd/HeadBackwardRules.cs
         switch (n.Op)
         {
             case "linear": Linear(n, g[0]!, sink); break;
@@ -39,21 +38,12 @@ public static class BackwardRules
             case "slice": Slice(n, g[0]!, sink); break;
             case "concat": Concat(n, g[0]!, sink); break;
             case "cast": Cast(n, g[0]!, sink); break;
-            default:
-                if (ExtraRules.TryGetValue(n.Op, out var rule)) { rule(n, g, sink); break; }
-                throw new NotSupportedException($"no backward rule for op '{n.Op}'");
+            // Fused ops with their own op classes; their rules live beside the kernels' wrappers.
+            case "itc_loss": HeadBackwardRules.Itc(n, g[0]!, sink); break;
+            case "mlm_loss": HeadBackwardRules.Mlm(n, g[0]!, sink); break;
+            case WindowAttentionOp.OpName: WindowAttentionOp.Backward(n, g, sink); break;
+            default: throw new NotSupportedException($"no backward rule for op '{n.Op}'");
         }
-    }
-
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Action<Node, Tensor?[], GradSink>> ExtraRules = new();
-
-    /// <summary>
-    /// Adds the rule of an op defined outside <see cref="F"/> (fused kernels with their own op class, e.g.
-    /// <see cref="WindowAttentionOp"/>); the class registers it before it records its first node.
-    /// </summary>
-    public static void Register(string op, Action<Node, Tensor?[], GradSink> rule)
-    {
-        if (!ExtraRules.TryAdd(op, rule) && ExtraRules[op] != rule) throw new InvalidOperationException($"backward rule for '{op}' registered twice");
     }
 
     /// <summary>A gradient buffer, or a zeroed scratch when the backend op insists on one the caller does not need.</summary>

@@ -5,30 +5,19 @@ namespace FiberCuda.Autograd;
 
 /// <summary>
 /// Backward rules of the head losses (<see cref="HeadOps"/>), kept apart from <see cref="BackwardRules"/>
-/// (a shared file) and reached from its Apply through <see cref="TryApply"/>.
+/// (which dispatches "itc_loss" and "mlm_loss" here).
 /// </summary>
 public static class HeadBackwardRules
 {
-    /// <summary>Runs the rule of <paramref name="n"/> when it is a head op; false otherwise.</summary>
-    public static bool TryApply(Node n, Tensor?[] g, GradSink sink)
-    {
-        switch (n.Op)
-        {
-            case "itc_loss": Itc(n, g[0]!, sink); return true;
-            case "mlm_loss": Mlm(n, g[0]!, sink); return true;
-            default: return false;
-        }
-    }
-
     // The forward already holds ∂loss/∂(img, txt, τ); each input gets dy times its share.
-    static void Itc(Node n, Tensor dy, GradSink sink)
+    internal static void Itc(Node n, Tensor dy, GradSink sink)
     {
         var ops = dy.Backend.Heads();
         for (int i = 0; i < 3; i++)
             if (n.Saved[i] is { } gi && sink.For(i) is { } dst) ops.ScaleAccumulate(dy, gi, dst);
     }
 
-    static void Mlm(Node n, Tensor dy, GradSink sink)
+    internal static void Mlm(Node n, Tensor dy, GradSink sink)
     {
         Tensor hidden = n.Inputs[0], weight = n.Inputs[1];
         Tensor? bias = n.Inputs.Length > 2 ? n.Inputs[2] : null;

@@ -21,8 +21,6 @@ public static class WindowAttentionOp
 {
     public const string OpName = "window_attention";
 
-    static WindowAttentionOp() => BackwardRules.Register(OpName, Backward);
-
     /// <param name="qkv">[B, H·W, 3·nH·d] (any shape with that element count; B is inferred).</param>
     /// <param name="table">Relative position bias table [(2w−1)², nH].</param>
     /// <param name="height">Image rows in tokens (a multiple of <paramref name="window"/>; the padded size).</param>
@@ -52,7 +50,7 @@ public static class WindowAttentionOp
     }
 
     // y = WindowAttention(qkv, table): dqkv += [dQ|dK|dV], dtable += Σ dS (kernel recomputes P from lse).
-    static void Backward(Node n, Tensor?[] g, GradSink sink)
+    internal static void Backward(Node n, Tensor?[] g, GradSink sink)
     {
         var dy = g[0]!;
         Tensor qkv = n.Inputs[0], table = n.Inputs[1];
