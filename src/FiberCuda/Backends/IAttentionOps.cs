@@ -84,4 +84,15 @@ public static class WindowAttentionOps
         CudaBackend cb => new CudaWindowAttention(cb),
         _ => throw new NotSupportedException($"window attention is not implemented for backend {b.Name}"),
     });
+
+    /// <summary>
+    /// Whether the fused op runs this geometry on <paramref name="backend"/>: the CPU reference takes any;
+    /// the CUDA kernel needs head dim 32 and w² ≤ 352 (FIBER-B: d = 32, w = 7, 12 or 18).
+    /// </summary>
+    public static bool Supports(IBackend backend, int headDim, int window) => backend switch
+    {
+        CpuBackend => true,
+        CudaBackend => headDim == 32 && window * window <= 352,
+        _ => false,
+    };
 }

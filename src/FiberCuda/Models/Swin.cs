@@ -161,13 +161,18 @@ public sealed class SwinBlock : Module
         Norm2 = Child("norm2", new LayerNorm(ctx, Dim, 1e-5f));
         Mlp = Child("mlp", new SwinMlp(ctx, Dim, c.MlpRatio * Dim));
         Drop = Child("drop_path", new DropPath(ctx, dropPath));
-        if (Shift > 0)
+        // The fused kernel does shift, partition, bias, mask and softmax in one pass; the composed path
+        // (F ops, the mask expanded to full score tensors) serves the geometries it does not cover.
+        FusedWindowKernel = WindowAttentionOps.Supports(ctx.Backend, Dim / Heads, Window);
+        if (Shift > 0 && !FusedWindowKernel)
             _mask = ctx.Constant($"swin.shift_mask.r{Grid}.w{Window}.s{Shift}.h{Heads}", () => ctx.Backend.FromDoubles(ShiftMask(Grid, Window, Shift, Heads),
                 [(Grid / Window) * (Grid / Window) * Heads * Window * Window * Window * Window], ctx.DType));
     }
 
     public int Stage { get; }
     public int Grid { get; }
+    /// <summary>Self-attention through <see cref="WindowAttentionOp"/> (one fused kernel) rather than composed F ops.</summary>
+    public bool FusedWindowKernel { get; }
     public int Window { get; }
     public int Shift { get; }
     public int Dim { get; }
@@ -205,13 +210,23 @@ public sealed class SwinBlock : Module
     {
         int b = x.Dim(0), r = Grid, w = Window, c = Dim, nw = r / w;
         if (x.Dim(1) != r * r || x.Dim(2) != c) throw new ArgumentException($"Swin block ({Stage}): {x} is not [B,{r * r},{c}]");
-        var h = F.Reshape(Norm1.Forward(x), b, r, r, c);
-        if (Shift > 0) h = Fx.Roll(Fx.Roll(h, -Shift, 1), -Shift, 2);
-        var win = F.Reshape(F.Permute(F.Reshape(h, b, nw, w, nw, w, c), 0, 1, 3, 2, 4, 5), b * nw * nw, w * w, c);
-        var a = Attn.Forward(win, b, _mask);
-        a = F.Reshape(F.Permute(F.Reshape(a, b, nw, nw, w, w, c), 0, 1, 3, 2, 4, 5), b, r, r, c);
-        if (Shift > 0) a = Fx.Roll(Fx.Roll(a, Shift, 1), Shift, 2);
-        a = F.Reshape(a, b, r * r, c);
+        Tensor a;
+        if (FusedWindowKernel)
+        {
+            // qkv stays in token order: the kernel rolls, partitions and reverses in its loads and stores.
+            var qkv = Attn.Qkv.Forward(Norm1.Forward(x));
+            a = Attn.Proj.Forward(WindowAttentionOp.Apply(qkv, Attn.Table, r, r, Heads, w, Shift));
+        }
+        else
+        {
+            var h = F.Reshape(Norm1.Forward(x), b, r, r, c);
+            if (Shift > 0) h = Fx.Roll(Fx.Roll(h, -Shift, 1), -Shift, 2);
+            var win = F.Reshape(F.Permute(F.Reshape(h, b, nw, w, nw, w, c), 0, 1, 3, 2, 4, 5), b * nw * nw, w * w, c);
+            a = Attn.Forward(win, b, _mask);
+            a = F.Reshape(F.Permute(F.Reshape(a, b, nw, nw, w, w, c), 0, 1, 3, 2, 4, 5), b, r, r, c);
+            if (Shift > 0) a = Fx.Roll(Fx.Roll(a, Shift, 1), Shift, 2);
+            a = F.Reshape(a, b, r * r, c);
+        }
         if (text is not null)
         {
             if (!Attn.Fused) throw new InvalidOperationException($"Swin block of stage {Stage} is not a fusion block");
@@ -253,6 +268,8 @@ public sealed class BasicLayer : Module
     }
     public int Stage { get; }
     public int Grid { get; }
+    /// <summary>Self-attention through <see cref="WindowAttentionOp"/> (one fused kernel) rather than composed F ops.</summary>
+    public bool FusedWindowKernel { get; }
     public ModuleList<SwinBlock> Blocks { get; }
     public PatchMerging? Downsample { get; }
 }
