@@ -476,3 +476,36 @@ __device__ __forceinline__ void rg_take(const Pack<T>* slots, int C, int gl, boo
         }
     }
 }
+
+// Streams the rows of a persistent grid's row groups through an S-stage pipeline (rg_issue S−1 rows
+// ahead, rg_take the current one) and hands each row to body(r, ok, v): r the row, ok whether it
+// exists, v its KP·N values in registers. Dynamic shared memory: `buf`, S·KP·blockDim.x packs.
+template <typename T, int KP, int TPR, int S, typename Body>
+__device__ __forceinline__ void rg_pipeline(Pack<T>* buf, const T* x, i64 rows, int C, Body body)
+{
+    const int RPW = 32 / TPR;
+    const int lane = threadIdx.x & 31, gl = lane % TPR;
+    const i64 first = global_warp() * RPW + lane / TPR, step = global_warps() * RPW;
+    const i64 nsteps = rows > first - lane / TPR ? (rows - (first - lane / TPR) + step - 1) / step : 0; // per warp
+    for (int i = 0; i < S - 1; i++)
+    {
+        const i64 r = first + i * step;
+        rg_issue<T, KP, TPR>(buf + (i % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, i < nsteps && r < rows);
+        cp_async_commit();
+    }
+    for (i64 i = 0; i < nsteps; i++)
+    {
+        {
+            const i64 j = i + S - 1, r = first + j * step;
+            rg_issue<T, KP, TPR>(buf + (int)(j % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, j < nsteps && r < rows);
+            cp_async_commit();
+        }
+        cp_async_wait_group<S - 1>();
+        const i64 r = first + i * step;
+        const bool ok = r < rows;
+        float v[KP * Pack<T>::N];
+        rg_take<T, KP, TPR>(buf + (int)(i % S) * KP * blockDim.x, C, gl, ok, v);
+        body(r, ok, v);
+    }
+    cp_async_wait_all();
+}

@@ -149,28 +149,10 @@ template <typename T, int KP, int TPR, int S>
 __device__ __forceinline__ void softmax_fwd_pipe(const T* x, T* y, float scale, i64 rows, int C)
 {
     FIBER_DYNAMIC_SMEM(Pack<T>, buf)
-    const int N = Pack<T>::N, E = KP * Pack<T>::N, RPW = 32 / TPR;
+    const int N = Pack<T>::N, E = KP * Pack<T>::N;
     const int lane = threadIdx.x & 31, gl = lane % TPR;
-    const i64 first = global_warp() * RPW + lane / TPR, step = global_warps() * RPW;
-    const i64 nsteps = rows > first - lane / TPR ? (rows - (first - lane / TPR) + step - 1) / step : 0; // per warp
-    for (int i = 0; i < S - 1; i++)
+    rg_pipeline<T, KP, TPR, S>(buf, x, rows, C, [&](i64 r, bool ok, float (&v)[E])
     {
-        const i64 r = first + i * step;
-        rg_issue<T, KP, TPR>(buf + (i % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, i < nsteps && r < rows);
-        cp_async_commit();
-    }
-    for (i64 i = 0; i < nsteps; i++)
-    {
-        {
-            const i64 j = i + S - 1, r = first + j * step;
-            rg_issue<T, KP, TPR>(buf + (int)(j % S) * KP * blockDim.x, x + (r < rows ? r * C : 0), C, gl, j < nsteps && r < rows);
-            cp_async_commit();
-        }
-        cp_async_wait_group<S - 1>();
-        const i64 r = first + i * step;
-        const bool ok = r < rows;
-        float v[E];
-        rg_take<T, KP, TPR>(buf + (int)(i % S) * KP * blockDim.x, C, gl, ok, v);
         float mx = fiber_neg_inf();
 #pragma unroll
         for (int k = 0; k < KP; k++)
@@ -193,8 +175,7 @@ __device__ __forceinline__ void softmax_fwd_pipe(const T* x, T* y, float scale, 
 #pragma unroll
         for (int e = 0; e < E; e++) v[e] *= inv;
         rg_store<T, KP, TPR>(y + (ok ? r * C : 0), C, gl, ok, v);
-    }
-    cp_async_wait_all();
+    });
 }
 
 template <typename T, int KP, int TPR>
