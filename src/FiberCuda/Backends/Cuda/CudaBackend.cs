@@ -247,10 +247,14 @@ public sealed unsafe partial class CudaBackend : IBackend
     /// H200 round 2: LayerNorm 73728×128 bf16 16.5 µs pipelined vs 17.9 µs (rb2), but 11.1 vs 9.3 µs
     /// at 4608×512 (too few steps per lane to fill the pipeline), and softmax lost at every shape —
     /// so by default only LayerNorm with many rows takes it ("cpa" forces it, "nocpa" disables it).</summary>
-    static (int Smem, int Stages)? Pipelined(int kp, long rows, bool layerNorm)
+    /// <summary>Forces the cp.async-pipelined forward row kernels on or off for this backend (null: the tuned
+    /// choice below). Tests use it so the emulator covers the pipelined kernels at small sizes.</summary>
+    internal bool? PipelinedRowKernels { get; set; }
+
+    (int Smem, int Stages)? Pipelined(int kp, long rows, bool layerNorm)
     {
-        if (kp > 2 || Perf("nocpa")) return null;
-        if (!Perf("cpa") && !(layerNorm && rows >= 32768)) return null;
+        if (kp > 2) return null;
+        if (!(PipelinedRowKernels ?? (!Perf("nocpa") && (Perf("cpa") || (layerNorm && rows >= 32768))))) return null;
         int stages = kp == 1 ? 4 : 3;
         return (stages * kp * Threads * 16, stages);
     }
