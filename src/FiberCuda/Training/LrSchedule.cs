@@ -48,7 +48,7 @@ public sealed class LrSchedule
         if (step < 0) throw new ArgumentOutOfRangeException(nameof(step), step, "steps are 0-based");
         long w = WarmupSteps, total = TotalSteps;
         if (step < w) return (double)step / Math.Max(1, w);
-        if (step > total) return 0;
+        if (step > total || total <= w) return 0; // total ≤ W: the decay has no steps (HF would divide by zero)
         // HF's pct_remaining, computed the same way. (HF then forms lr_init·pct / lr_init, which can move the
         // last bit of a double; the lr itself is rounded to f32 anyway.)
         double pct = 1 - (double)(step - w) / Math.Max(1, total - w);
