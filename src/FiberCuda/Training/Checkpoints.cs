@@ -174,7 +174,9 @@ public sealed partial class CheckpointStore
         var older = List().Where(p => StepOf(p)!.Value < written).Reverse().Skip(KeepLast - 1);
         var abandoned = List().Where(p => StepOf(p)!.Value > written);
         foreach (var f in older.Concat(abandoned).ToList())
-            if (!string.Equals(Path.GetFullPath(f), writtenPath, StringComparison.Ordinal)) File.Delete(f);
+            if (!string.Equals(Path.GetFullPath(f), writtenPath, StringComparison.Ordinal))
+                try { File.Delete(f); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* the save itself succeeded; retried after the next save */ }
     }
 
     // ------------------------------------------------------------------ writing

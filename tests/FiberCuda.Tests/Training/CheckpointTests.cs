@@ -318,3 +318,71 @@ public sealed class CheckpointTests
         StringAssert.Contains(e.Message, "not a training checkpoint");
     }
 }
+
+/// <summary>Checkpoints of tensors on the CUDA backend (emulated GPU, real GPU), restored across backends.</summary>
+[TestClass]
+[DoNotParallelize] // shrinks the static transfer chunk size
+public sealed class CheckpointCudaTests
+{
+    static byte[] DownloadBytes(Tensor t) { var b = new byte[t.Bytes]; t.Backend.Download(t, b); return b; }
+
+    /// <summary>Parameters (f32, bf16 with master), optimizer state and an i64/f32 extra on <paramref name="be"/>.</summary>
+    static (List<(string, Tensor)> Ps, AdamW Opt, Dictionary<string, Tensor> Extra) Make(IBackend be, int seed, bool withState)
+    {
+        var w = be.FromDoubles(Check.Rand(seed, 40), [10, 4], DType.F32);
+        var g = be.FromDoubles(Check.Rand(seed + 1, 6), [6], DType.BF16);
+        var opt = new AdamW([w, g], lr: 1e-3f);
+        if (withState)
+        {
+            opt.SetState(w, new AdamWState(be.FromDoubles(Check.Rand(seed + 2, 40), [10, 4], DType.F32), be.FromDoubles(Check.Rand(seed + 3, 40, 0, 1), [10, 4], DType.F32), null));
+            opt.SetState(g, new AdamWState(be.FromDoubles(Check.Rand(seed + 4, 6), [6], DType.F32), be.FromDoubles(Check.Rand(seed + 5, 6, 0, 1), [6], DType.F32), be.FromDoubles(Check.Rand(seed + 6, 6), [6], DType.F32)));
+            opt.StepCount = 17;
+        }
+        var extra = new Dictionary<string, Tensor>
+        {
+            ["queue"] = be.FromDoubles(Check.Rand(seed + 7, 36), [9, 4], DType.F32),
+            ["ids"] = be.FromDoubles(Enumerable.Range(seed, 10).Select(i => (double)(i * 1_000_003L)).ToArray(), [5, 2], DType.I64),
+        };
+        return ([("w", w), ("g", g)], opt, extra);
+    }
+
+    static void RoundTrip(IBackend gpu)
+    {
+        long saved = CheckpointStore.ChunkBytes;
+        CheckpointStore.ChunkBytes = 48; // every tensor above 48 bytes goes by axis-0 slices (CopySlice on the device)
+        try
+        {
+            using var dir = new RunDir();
+            var store = new CheckpointStore(dir.Path);
+            var (ps, opt, extra) = Make(gpu, 1, withState: true);
+            string path = store.Save(5, ps, opt, extra, "{}");
+
+            // GPU → CPU.
+            var (cps, copt, cextra) = Make(Backend.Cpu, 50, withState: false);
+            using (var ck = CheckpointStore.Read(path)) ck.Restore(cps, copt, cextra);
+            // CPU → file → a fresh set on the GPU.
+            string path2 = store.Save(6, cps, copt, cextra, "{}");
+            var (gps, gopt, gextra) = Make(gpu, 90, withState: false);
+            using (var ck = CheckpointStore.Read(path2)) ck.Restore(gps, gopt, gextra);
+
+            Assert.AreEqual(17, gopt.StepCount);
+            for (int i = 0; i < ps.Count; i++)
+            {
+                var (name, a) = ps[i]; var b = gps[i].Item2; var c = cps[i].Item2;
+                CollectionAssert.AreEqual(DownloadBytes(a), DownloadBytes(c), $"{name} on the CPU");
+                CollectionAssert.AreEqual(DownloadBytes(a), DownloadBytes(b), $"{name} back on the GPU");
+                Assert.AreSame(gpu, gopt.StateOf(b)!.M.Backend, "state lives on the parameter's backend");
+                CollectionAssert.AreEqual(DownloadBytes(opt.StateOf(a)!.V), DownloadBytes(gopt.StateOf(b)!.V), $"{name} exp_avg_sq");
+            }
+            CollectionAssert.AreEqual(DownloadBytes(opt.StateOf(ps[1].Item2)!.Master!), DownloadBytes(gopt.StateOf(gps[1].Item2)!.Master!), "master");
+            foreach (var k in extra.Keys) CollectionAssert.AreEqual(DownloadBytes(extra[k]), DownloadBytes(gextra[k]), k);
+        }
+        finally { CheckpointStore.ChunkBytes = saved; }
+    }
+
+    [TestMethod, TestCategory("Emulated")]
+    public void EmulatedGpuRoundTripsThroughTheCpu() => RoundTrip(TestDevices.Emulated);
+
+    [TestMethod, TestCategory("Gpu")]
+    public void GpuRoundTripsThroughTheCpu() => RoundTrip(TestDevices.Gpu);
+}
