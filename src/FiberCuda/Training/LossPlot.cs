@@ -12,7 +12,7 @@ public static class LossPlot
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(width, 16);
         ArgumentOutOfRangeException.ThrowIfLessThan(height, 16);
-        var plot = new ScottPlot.Plot();
+        using var plot = new ScottPlot.Plot();
         int plotted = 0;
         foreach (var name in series)
         {
