@@ -81,10 +81,17 @@ public sealed partial class CheckpointStore
     /// </summary>
     public string? LatestReadable(out List<string> skipped)
     {
+        using var ck = OpenLatestReadable(out skipped);
+        return ck?.Path;
+    }
+
+    /// <summary>As <see cref="LatestReadable"/>, but hands out the opened checkpoint (validated once, not twice).</summary>
+    public TrainCheckpoint? OpenLatestReadable(out List<string> skipped)
+    {
         skipped = [];
         foreach (var path in List().Reverse())
         {
-            try { using var _ = Read(path); return path; }
+            try { return Read(path); }
             catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException) { skipped.Add(e.Message); }
         }
         return null;

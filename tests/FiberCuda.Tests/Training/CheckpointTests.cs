@@ -239,7 +239,12 @@ public sealed class CheckpointTests
         Assert.AreEqual(good, store.LatestReadable(out skipped));
         Assert.HasCount(2, skipped);
 
-        using (var ck = CheckpointStore.Read(good)) Assert.AreEqual("{\"n\":2}", ck.TrainerJson);
+        using (var ck = store.OpenLatestReadable(out skipped))
+        {
+            Assert.AreEqual(good, ck!.Path);
+            Assert.AreEqual(2, ck.Step);
+            Assert.AreEqual("{\"n\":2}", ck.TrainerJson);
+        }
 
         // The next save (resuming from step 2 → step 3) replaces the torn file, drops the abandoned step 4 and the temporary.
         store.Save(3, s.Params, s.Opt, s.Extra, "{\"n\":3}");
