@@ -8,7 +8,8 @@ namespace FiberCuda.Data;
 /// <item><c>path.jsonl</c> — JSON Lines manifest;</item>
 /// <item><c>path.json</c> — COCO Karpathy split or COCO caption annotations (images under <c>imageRoot</c>, default the file's folder);</item>
 /// <item><c>shards-{000000..000031}.tar</c>, a single <c>.tar</c>, or a folder of <c>.tar</c> files — WebDataset shards;</item>
-/// <item><c>synthetic:N[:seed[:size]]</c> — N in-memory synthetic scenes.</item>
+/// <item><c>synthetic:N[:seed[:size[:maxShapes[:where]]]]</c> — N in-memory synthetic scenes (1 to maxShapes shapes each, default 3;
+/// <c>where</c>: single-object captions say where the shape is).</item>
 /// </list>
 /// Several specifications can be joined with <c>;</c>; the datasets are concatenated.
 /// </summary>
@@ -23,8 +24,10 @@ public static partial class CaptionDatasets
             var f = spec.Split(':');
             int n = int.Parse(f[1]);
             ulong seed = f.Length > 2 ? ulong.Parse(f[2]) : 0;
-            int size = f.Length > 3 ? int.Parse(f[3]) : new SyntheticOptions().ImageSize;
-            return new SyntheticShapes(seed, new SyntheticOptions { ImageSize = size }).InMemory(0, n);
+            var o = new SyntheticOptions();
+            o = o with { ImageSize = f.Length > 3 ? int.Parse(f[3]) : o.ImageSize, MaxShapes = f.Length > 4 ? int.Parse(f[4]) : o.MaxShapes,
+                     SayWhere = f.Length > 5 && (f[5] == "where" ? true : throw new ArgumentException($"'{spec}': the 6th field can only be 'where'")) };
+            return new SyntheticShapes(seed, o).InMemory(0, n);
         }
         if (Directory.Exists(spec))
             return Manifests.ReadWebDataset(Directory.GetFiles(spec, "*.tar").OrderBy(p => p, StringComparer.Ordinal), stats);

@@ -72,9 +72,10 @@ public sealed class CaptionLoader
 
     /// <summary>
     /// Batches of one epoch, in order. Workers start on first enumeration and stop when the enumeration ends or is
-    /// disposed early; a worker exception is rethrown here.
+    /// disposed early; a worker exception is rethrown here. <paramref name="startBatch"/> skips the first batches
+    /// without building them (a resumed run continues mid-epoch).
     /// </summary>
-    public IEnumerable<Batch> Epoch(int epoch, CancellationToken cancel = default)
+    public IEnumerable<Batch> Epoch(int epoch, CancellationToken cancel = default, int startBatch = 0)
     {
         int[] order = Order(epoch);
         int nb = BatchesPerEpoch;
@@ -84,7 +85,8 @@ public sealed class CaptionLoader
         var ready = new Dictionary<int, Batch>();
         var gate = new object();
         ExceptionDispatchInfo? failure = null;
-        int next = 0, taken = 0;
+        if (startBatch < 0) throw new ArgumentOutOfRangeException(nameof(startBatch));
+        int next = startBatch, taken = startBatch;
 
         void Work()
         {
@@ -108,7 +110,7 @@ public sealed class CaptionLoader
             }
         }
 
-        var threads = new Thread[Math.Min(Options.Workers, nb)];
+        var threads = new Thread[Math.Max(0, Math.Min(Options.Workers, nb - startBatch))];
         for (int i = 0; i < threads.Length; i++)
         {
             threads[i] = new Thread(Work) { IsBackground = true, Name = $"fiber-data-{i}" };
@@ -116,7 +118,7 @@ public sealed class CaptionLoader
         }
         try
         {
-            for (int k = 0; k < nb; k++)
+            for (int k = startBatch; k < nb; k++)
             {
                 Batch b;
                 lock (gate)

@@ -14,6 +14,8 @@ public sealed record SyntheticOptions
     public int MinShapes { get; init; } = 1;
     public int MaxShapes { get; init; } = 3;
     public int MaxCaptionsPerImage { get; init; } = 3;
+    /// <summary>Single-object captions also say where the shape is, on a 3×3 grid ("there is a small red circle in the top left").</summary>
+    public bool SayWhere { get; init; }
 }
 
 /// <summary>One drawn shape; <see cref="Box"/> is the tight box of its painted pixels.</summary>
@@ -104,6 +106,15 @@ public sealed class SyntheticShapes
         return dy > 0 ? "above" : "below";
     }
 
+    /// <summary>The cell of the box centre on a 3×3 grid: "top left" … "bottom right", "centre" for the middle cell.</summary>
+    public static string Where(PixelBox b, int imageSize)
+    {
+        int col = Math.Clamp((int)(3 * b.CenterX / imageSize), 0, 2), row = Math.Clamp((int)(3 * b.CenterY / imageSize), 0, 2);
+        if (row == 1 && col == 1) return "centre";
+        string r = row switch { 0 => "top", 1 => "middle", _ => "bottom" }, c = col switch { 0 => "left", 1 => "centre", _ => "right" };
+        return $"{r} {c}";
+    }
+
     (List<string>, List<IReadOnlyList<GroundedPhrase>>) Describe(List<SyntheticShape> shapes, ref DataRng rng)
     {
         var captions = new List<string>();
@@ -133,7 +144,7 @@ public sealed class SyntheticShapes
         foreach (var sh in shapes)
         {
             var s2 = sh;
-            candidates.Add(() => AddCaption(("there is ", null), (s2.Phrase, s2)));
+            candidates.Add(() => AddCaption(("there is ", null), (s2.Phrase, s2), (Options.SayWhere ? " in the " + Where(s2.Box, Options.ImageSize) : "", null)));
         }
         if (shapes.Count == 0) { AddCaption(("an empty grey picture", null)); return (captions, phrases); }
         var perm = DataRng.Permutation(candidates.Count, rng.NextU64());
@@ -218,19 +229,23 @@ public sealed class SyntheticShapes
     /// Writes <paramref name="dir"/>/images/*.png plus <c>train.jsonl</c> (scenes 0..train-1) and the held-out
     /// <c>val.jsonl</c> (the next <paramref name="valCount"/> scenes). Returns the two manifest paths.
     /// </summary>
-    public (string Train, string Val) WriteDataset(string dir, int trainCount, int valCount)
+    public (string Train, string Val) WriteDataset(string dir, int trainCount, int valCount) =>
+        WriteDataset(dir, Enumerable.Range(0, trainCount).ToList(), Enumerable.Range(trainCount, valCount).ToList());
+
+    /// <summary>The same with chosen scene indices per split (e.g. a held-out set filtered to distinct captions).</summary>
+    public (string Train, string Val) WriteDataset(string dir, IReadOnlyList<int> trainScenes, IReadOnlyList<int> valScenes)
     {
         Directory.CreateDirectory(Path.Combine(dir, "images"));
         string train = Path.Combine(dir, "train.jsonl"), val = Path.Combine(dir, "val.jsonl");
-        WriteSplit(dir, train, "train", 0, trainCount);
-        WriteSplit(dir, val, "val", trainCount, valCount);
+        WriteSplit(dir, train, "train", trainScenes);
+        WriteSplit(dir, val, "val", valScenes);
         return (train, val);
     }
 
-    void WriteSplit(string dir, string manifest, string split, int start, int count)
+    void WriteSplit(string dir, string manifest, string split, IReadOnlyList<int> scenes)
     {
         using var fs = new FileStream(manifest, FileMode.Create, FileAccess.Write);
-        for (int i = start; i < start + count; i++)
+        foreach (int i in scenes)
         {
             string rel = $"images/{i:D6}.png";
             File.WriteAllBytes(Path.Combine(dir, rel), EncodePng(i));

@@ -384,10 +384,5 @@ public static class FiberConverter
                 File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(outDir, f), overwrite: true);
     }
 
-    static void WriteAtomic(string path, string text)
-    {
-        string tmp = path + $".{Guid.NewGuid():N}.tmp";
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
-    }
+    static void WriteAtomic(string path, string text) => AtomicFile.WriteAllText(path, text);
 }

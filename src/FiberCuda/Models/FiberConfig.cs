@@ -169,12 +169,26 @@ public sealed record FiberConfig
         FpnChannels = 8, DyHeadBlocks = 2, NumClasses = 3, DotProductDim = 8,
     };
 
+    /// <summary>
+    /// The demo model: the tiny structure (shifted windows, three mergings, fusion on the top 3 blocks of both towers)
+    /// wide enough to learn the synthetic shapes data in minutes on a CPU, with the full 50265-token vocabulary so the
+    /// RoBERTa (or GPT-2 fallback) tokenizer fits, and only the stage-1 heads.
+    /// </summary>
+    public static FiberConfig Demo(int imageSize = 64) => new()
+    {
+        Name = $"fiber-demo-coarse-{imageSize}", Stage = FiberStage.Coarse, ImageSize = imageSize, PatchSize = 4, EmbedDim = 16,
+        Depths = [2, 2, 2, 2], NumHeads = [1, 2, 4, 8], WindowSize = imageSize / 32, MlpRatio = 2,
+        TextHidden = 64, TextLayers = 4, TextHeads = 2, TextIntermediate = 128, MaxPositionEmbeddings = 42,
+        NumFuse = 3, Heads = ["itc", "mlm", "itm"], CrossHidden = 64, MaxTextLen = 24, QueueSize = 256,
+    };
+
     public static FiberConfig Preset(string name) => name switch
     {
         "fiber-b-coarse-384" => CoarseB(384),
         "fiber-b-coarse-576" => CoarseB(576),
         "fiber-b-fine-v2" => FineB(2),
         "fiber-b-fine-v3" => FineB(3),
+        "fiber-demo-coarse-64" => Demo(),
         "fiber-tiny-coarse-64" => Tiny(),
         "fiber-tiny-coarse-96" => Tiny(FiberStage.Coarse, 96),
         "fiber-tiny-fine-v2" => Tiny(FiberStage.Fine, queryNorm: false),
@@ -184,7 +198,7 @@ public sealed record FiberConfig
 
     public static readonly string[] PresetNames =
         ["fiber-b-coarse-384", "fiber-b-coarse-576", "fiber-b-fine-v2", "fiber-b-fine-v3",
-         "fiber-tiny-coarse-64", "fiber-tiny-coarse-96", "fiber-tiny-fine-v2", "fiber-tiny-fine-v3"];
+         "fiber-demo-coarse-64", "fiber-tiny-coarse-64", "fiber-tiny-coarse-96", "fiber-tiny-fine-v2", "fiber-tiny-fine-v3"];
 
     // ---------------- JSON ----------------
     public static readonly JsonSerializerOptions JsonOptions = new()

@@ -8,10 +8,13 @@ namespace FiberCuda.Models;
 /// §2, §4.1): fusion layers trunc-normal/normal 0.02 with α = 0, heads normal 0.02. Parameters the official model
 /// takes from pretrained towers get the towers' own initialisers (Linear/Embedding/table 0.02, biases 0,
 /// norms 1/0), for from-scratch runs and tests. Deterministic in <paramref name="seed"/>.
+/// <paramref name="std"/> replaces 0.02 for a model trained from scratch whose widths are far below FIBER-B's: at width
+/// 64, 0.02 ≪ 1/√64 and the fresh towers map every input to nearly the same feature (cosine ≈ 0.9999), a plateau
+/// that contrastive training needs many steps to leave.
 /// </summary>
 public static class FiberInit
 {
-    public static void Apply(Module model, FiberConfig config, int seed = 0)
+    public static void Apply(Module model, FiberConfig config, int seed = 0, double std = 0.02)
     {
         var cat = FiberParameters.ByName(config);
         int i = 0;
@@ -31,11 +34,11 @@ public static class FiberInit
                 case ParamInit.Ones: Array.Fill(v, 1.0); break;
                 case ParamInit.Temperature: Array.Fill(v, 0.07); break;
                 case ParamInit.Normal002:
-                    for (int k = 0; k < v.Length; k++) v[k] = 0.02 * Gaussian(rng);
+                    for (int k = 0; k < v.Length; k++) v[k] = std * Gaussian(rng);
                     break;
                 case ParamInit.TruncNormal002:
                     // timm trunc_normal_(std=.02) cuts at ±2 absolute, i.e. at 100σ: a plain normal in practice.
-                    for (int k = 0; k < v.Length; k++) v[k] = Math.Clamp(0.02 * Gaussian(rng), -2.0, 2.0);
+                    for (int k = 0; k < v.Length; k++) v[k] = Math.Clamp(std * Gaussian(rng), -2.0, 2.0);
                     break;
                 default: throw new NotSupportedException(init.ToString());
             }

@@ -26,13 +26,18 @@ public static class FiberParamGroups
         : FiberLrGroup.Base;
 
     /// <summary>Six AdamW groups (base / cross-modal / head × decay / no decay), empty ones left out, named like "cross_modal/no_decay".</summary>
-    public static List<ParamGroup> Build(Module model, float lr, float weightDecay = 0.01f, float crossModalMult = 5f, float headMult = 5f)
+    public static List<ParamGroup> Build(Module model, float lr, float weightDecay = 0.01f, float crossModalMult = 5f, float headMult = 5f) =>
+        Build(model.NamedParameters().ToList(), lr, weightDecay, crossModalMult, headMult);
+
+    /// <summary>The same over named parameters gathered from several root-level modules (backbone + heads).</summary>
+    public static List<ParamGroup> Build(IReadOnlyList<(string Name, Tensors.Tensor Tensor)> parameters, float lr, float weightDecay = 0.01f,
+        float crossModalMult = 5f, float headMult = 5f)
     {
         var groups = new List<ParamGroup>();
         foreach (var g in Enum.GetValues<FiberLrGroup>())
             foreach (bool decay in new[] { true, false })
             {
-                var ps = model.NamedParameters().Where(p => GroupOf(p.Name) == g && NoDecay(p.Name) != decay).Select(p => p.Tensor).ToList();
+                var ps = parameters.Where(p => GroupOf(p.Name) == g && NoDecay(p.Name) != decay).Select(p => p.Tensor).ToList();
                 if (ps.Count == 0) continue;
                 float mult = g switch { FiberLrGroup.CrossModal => crossModalMult, FiberLrGroup.Head => headMult, _ => 1f };
                 string name = (g switch { FiberLrGroup.CrossModal => "cross_modal", FiberLrGroup.Head => "head", _ => "base" }) + (decay ? "/decay" : "/no_decay");

@@ -31,19 +31,6 @@ public static class LossPlot
         if (title is not null) plot.Title(title);
         if (plotted > 0) plot.ShowLegend(ScottPlot.Alignment.UpperRight);
 
-        string full = Path.GetFullPath(pngPath);
-        string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileNameWithoutExtension(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp.png");
-        try
-        {
-            plot.SavePng(tmp, width, height);
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch { /* report the original error */ }
-            throw;
-        }
+        IO.AtomicFile.Replace(pngPath, tmp => plot.SavePng(tmp, width, height));
     }
 }

@@ -144,24 +144,7 @@ public sealed class MetricsLog : IDisposable
         return new MetricsRecord(step.Value, values);
     }
 
-    static void ReplaceFile(string path, byte[] content)
-    {
-        string tmp = path + $".{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
-        try
-        {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
-            {
-                fs.Write(content);
-                fs.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, path, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch { /* report the original error */ }
-            throw;
-        }
-    }
+    static void ReplaceFile(string path, byte[] content) => IO.AtomicFile.WriteAllBytes(path, content);
 
     public void Dispose()
     {

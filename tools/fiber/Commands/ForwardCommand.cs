@@ -85,7 +85,7 @@ public static class ForwardCommand
         Inputs inp;
         using (var f = SafeTensorsFile.Open(o.Input)) inp = ReadInputs(f, cfg, log);
 
-        var (be, owned, devName) = OpenBackend(o.Device, dtype);
+        var (be, owned, devName) = Devices.OpenBackend(o.Device, dtype);
         try
         {
             var sw = Stopwatch.StartNew();
@@ -163,12 +163,9 @@ public static class ForwardCommand
         else
         {
             string beside = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(weightsPath))!, "config.json");
-            if (File.Exists(beside)) { own = ConfigFile(beside); ownFrom = beside; }
+            if (File.Exists(beside)) { own = ConfigArg.File(beside); ownFrom = beside; }
         }
-        FiberConfig? asked = arg is null ? null
-            : File.Exists(arg) ? ConfigFile(arg)
-            : arg.EndsWith(".json", StringComparison.OrdinalIgnoreCase) ? throw new FileNotFoundException($"{arg}: no such config file", arg)
-            : FiberConfig.Preset(arg);
+        FiberConfig? asked = arg is null ? null : ConfigArg.Load(arg);
         if (asked is not null && own is not null)
         {
             var diff = ConfigDiff(asked, own);
@@ -177,13 +174,6 @@ public static class ForwardCommand
         }
         return asked ?? own ?? throw new ArgumentException(
             $"{weightsPath} carries no config (no __metadata__ config, no config.json beside it): pass --config PRESET|config.json");
-    }
-
-    static FiberConfig ConfigFile(string path)
-    {
-        try { return FiberConfig.FromJson(File.ReadAllText(path)); }
-        catch (Exception e) when (e is JsonException or InvalidDataException or ArgumentException or NotSupportedException)
-        { throw new WeightFormatException($"{path}: not a valid FIBER config: {e.Message}", e); }
     }
 
     /// <summary>"field (asked vs file)" for every field that shapes the forward and differs.</summary>
@@ -255,36 +245,5 @@ public static class ForwardCommand
         var pix = f.Read(PixelValues).ToDoubles();
         if (pix.Any(x => !double.IsFinite(x))) throw new InputMismatchException(Where($"{PixelValues} holds NaN or infinite values"));
         return new Inputs(pix, new TextBatch(idArr, mArr, B, L));
-    }
-
-    // ------------------------------------------------------------------ devices
-
-    static (IBackend Backend, bool Owned, string Name) OpenBackend(string device, DType dtype)
-    {
-        if (dtype == DType.F64 && device is "gpu" or "emu") throw new ArgumentException("--dtype f64 runs on the CPU only (--device cpu)");
-        if (dtype == DType.F64) device = "cpu";
-        switch (device)
-        {
-            case "cpu":
-                return (Backend.Cpu, false, "cpu");
-            case "emu":
-                try { var b = new CudaBackend(new EmulatedDevice(), ownsDevice: true); return (b, true, b.Name); }
-                catch (Exception e) when (e is not OutOfMemoryException)
-                { throw new DeviceUnavailableException($"cannot start the emulated GPU: {e.Message}", e); }
-            default: // gpu, auto
-                string reason;
-                try
-                {
-                    if (CudaDevice.TryCreate(out var d, out reason))
-                    {
-                        var b = new CudaBackend(d!, ownsDevice: true);
-                        return (b, true, b.Name);
-                    }
-                }
-                catch (Exception e) when (e is not OutOfMemoryException) { reason = e.Message; }
-                if (device == "gpu") throw new DeviceUnavailableException($"--device gpu: no usable GPU: {reason}");
-                Console.Error.WriteLine($"fiber: no GPU ({reason}); running on the CPU");
-                return (Backend.Cpu, false, "cpu");
-        }
     }
 }
