@@ -289,9 +289,6 @@ public sealed class CoarseTrainer : IDisposable
                 {
                     consecutiveBad++; _badTotal++;
                     _log($"warning: step {Step + 1}: non-finite loss or gradient (mlm {mlm:g4}, itc {itc:g4}, itm {itm:g4}, grad norm {gnorm:g4}); step skipped ({consecutiveBad} in a row)");
-                    if (consecutiveBad >= o.MaxBadSteps)
-                        throw new TrainingDivergedException($"{consecutiveBad} consecutive steps with a non-finite loss or gradient (last at step {Step + 1}); " +
-                            $"stopped. The last good checkpoint is {Store.List().LastOrDefault() ?? "(none)"}; lower the learning rate or enable --clip and resume.");
                 }
                 else
                 {
@@ -311,7 +308,11 @@ public sealed class CoarseTrainer : IDisposable
                 };
                 metrics.Append(Step, values);
                 onStep?.Invoke(new StepReport(Step, o.Steps, _epoch, mlm + itc + itm, mlm, itc, itm, temp, o.Lr * lr, gnorm, sps, clock.Elapsed, eta, bad));
-                if (Step % o.CheckpointEvery == 0 && Step < target) last = SaveCheckpoint();
+                // No checkpoint after a bad step: the newest one stays the last good state.
+                if (consecutiveBad >= o.MaxBadSteps)
+                    throw new TrainingDivergedException($"{consecutiveBad} consecutive steps with a non-finite loss or gradient (last at step {Step}); " +
+                        $"stopped. The last good checkpoint is {Store.List().LastOrDefault() ?? "(none)"}; lower the learning rate or enable --clip and resume.");
+                if (Step % o.CheckpointEvery == 0 && Step < target && !bad) last = SaveCheckpoint();
             }
         }
         finally

@@ -16,10 +16,13 @@ public static class ExitCodes
     public const int Unsafe = 4;
     /// <summary>The requested device (GPU, emulator) cannot be opened.</summary>
     public const int Device = 5;
+    /// <summary>Training stopped after repeated non-finite losses or gradients (the last good checkpoint is intact).</summary>
+    public const int Diverged = 6;
 
     public static int Run(Func<int> body)
     {
         try { return body(); }
+        catch (Training.TrainingDivergedException e) { return Fail(Diverged, e.Message); }
         catch (UnsafePickleException e) { return Fail(Unsafe, e.Message); }
         catch (InputMismatchException e) { return Fail(Mismatch, e.Message); }
         catch (DeviceUnavailableException e) { return Fail(Device, e.Message); }
