@@ -95,21 +95,65 @@ public sealed class FiberCoarseModel : Module
     /// </summary>
     public FusedOutput Forward(Tensor image, TextBatch text)
     {
-        var c = Config;
         text.Validate();
         if (image.Dim(0) != text.Batch) throw new ArgumentException($"{image.Dim(0)} images for {text.Batch} texts");
         var masks = Text.Masks(text);
-        var selfMask = masks.For(c.TextHeads, text.Length);
-        int firstFused = c.TextLayers - c.NumFuse;
+        var txt = LowerText(text, masks);
+        return ForwardFromLower(LowerImage(image), txt, masks);
+    }
 
-        var txt = Text.Embeddings.Forward(text);
-        for (int l = 0; l < firstFused; l++) txt = Text.Encoder.Layer[l].Forward(txt, selfMask);
-
-        var img = Swin.PatchEmbed.Forward(image);
+    /// <summary>Where the fused steps start: the first fused Swin block (s, b) and text layer.</summary>
+    (int Stage, int Block, int TextLayer) FirstFused()
+    {
+        var c = Config;
         for (int s = 0; s < c.NumStages; s++)
+            for (int b = 0; b < c.Depths[s]; b++)
+                if (c.FusedStep(s, b) >= 0) return (s, b, c.TextLayers - c.NumFuse);
+        throw new InvalidOperationException($"{c.Name} has no fused block");
+    }
+
+    /// <summary>
+    /// The image tower below the fusion (patch embedding and every block before the first fused one), shared by the
+    /// fused and the unfused image paths: [B, tokens, C] at the first fused block's stage.
+    /// </summary>
+    public Tensor LowerImage(Tensor image)
+    {
+        var (fs, fb, _) = FirstFused();
+        var img = Swin.PatchEmbed.Forward(image);
+        for (int s = 0; s <= fs; s++)
         {
             var L = Swin.Layers[s];
-            for (int b = 0; b < L.Blocks.Count; b++)
+            for (int b = 0; b < (s == fs ? fb : L.Blocks.Count); b++) img = L.Blocks[b].Forward(img);
+            if (s < fs && L.Downsample is not null) img = L.Downsample.Forward(img, L.Grid);
+        }
+        return img;
+    }
+
+    /// <summary>The text tower below the fusion (embeddings and the unfused layers), shared by both text paths.</summary>
+    public Tensor LowerText(TextBatch text, TextMasks? masks = null)
+    {
+        masks ??= Text.Masks(text);
+        var selfMask = masks.For(Config.TextHeads, text.Length);
+        var txt = Text.Embeddings.Forward(text);
+        for (int l = 0; l < FirstFused().TextLayer; l++) txt = Text.Encoder.Layer[l].Forward(txt, selfMask);
+        return txt;
+    }
+
+    /// <summary>
+    /// The fused path above <see cref="LowerImage"/> / <see cref="LowerText"/> (fiber-coarse.md §3): the towers run in
+    /// lock-step; at fused step k Swin block k and text layer (L − N + k) each read the other's states from before the
+    /// step. Neither fused output is normalised (no `vit_model.norm`; the last text layer skips its output LayerNorm).
+    /// </summary>
+    public FusedOutput ForwardFromLower(Tensor imageLower, Tensor textLower, TextMasks masks)
+    {
+        var c = Config;
+        var (fs, fb, firstFused) = FirstFused();
+        var selfMask = masks.For(c.TextHeads, masks.Text.Length);
+        Tensor img = imageLower, txt = textLower;
+        for (int s = fs; s < c.NumStages; s++)
+        {
+            var L = Swin.Layers[s];
+            for (int b = s == fs ? fb : 0; b < L.Blocks.Count; b++)
             {
                 int step = c.FusedStep(s, b);
                 if (step < 0) { img = L.Blocks[b].Forward(img); continue; }
@@ -154,6 +198,30 @@ public sealed class FiberCoarseModel : Module
     /// <summary>ITC text embedding (§3.5 `text_only`): unfused tower → transform_itc → pooler_itc at token 0 → L2-normalised [B, H].</summary>
     public Tensor TextOnly(TextBatch text) =>
         F.L2Normalize(TextPoolerItc.Forward(TextTransformItc.Forward(Text.Forward(text))));
+
+    /// <summary><see cref="TextOnly"/> from the shared lower tower's output (the upper layers run plain).</summary>
+    public Tensor TextOnlyFromLower(Tensor textLower, TextMasks masks)
+    {
+        var selfMask = masks.For(Config.TextHeads, masks.Text.Length);
+        var h = textLower;
+        for (int l = FirstFused().TextLayer; l < Config.TextLayers; l++) h = Text.Encoder.Layer[l].Forward(h, selfMask);
+        return F.L2Normalize(TextPoolerItc.Forward(TextTransformItc.Forward(h)));
+    }
+
+    /// <summary><see cref="ImageOnly"/> from the shared lower tower's output (the upper blocks run without cross-attention).</summary>
+    public Tensor ImageOnlyFromLower(Tensor imageLower)
+    {
+        var (fs, fb, _) = FirstFused();
+        var x = imageLower;
+        for (int s = fs; s < Config.NumStages; s++)
+        {
+            var L = Swin.Layers[s];
+            for (int b = s == fs ? fb : 0; b < L.Blocks.Count; b++) x = L.Blocks[b].Forward(x);
+            if (L.Downsample is not null) x = L.Downsample.Forward(x, L.Grid);
+        }
+        var V = ImageTransformItc.Forward(Swin.Norm.Forward(x));
+        return F.L2Normalize(ImagePoolerItc.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2))));
+    }
 
     /// <summary>ITC image embedding (§1.6): unfused tower → `vit_model.norm` → transform_itc → token mean → pooler_itc → L2-normalised [B, H].</summary>
     public Tensor ImageOnly(Tensor image)

@@ -34,6 +34,13 @@ public sealed record CoarseObjectiveOptions
     /// <see cref="ItcVariant.Official"/> (default) or <see cref="ItcVariant.InBatch"/>, a from-scratch aid: see there.
     /// </summary>
     public ItcVariant ItcVariant { get; init; } = ItcVariant.Official;
+    /// <summary>
+    /// Run the towers below the fusion (Swin up to the first fused block, the unfused text layers) once per image and
+    /// per text of the micro-batch and feed the result to all three objectives (the MLM's masked text still gets its
+    /// own lower pass; queued hard negatives get theirs). Off by default: the official recipe runs every path whole,
+    /// with its own dropout masks.
+    /// </summary>
+    public bool SharedLower { get; init; }
 }
 
 /// <summary>
@@ -90,9 +97,9 @@ public sealed class CoarseObjectives : IDisposable
         var c = Model.Config;
         if (batch.ImageSize != c.ImageSize) throw new ArgumentException($"batch images are {batch.ImageSize}px, the model's {c.ImageSize}px");
         if (batch.TextLength > c.MaxPositionEmbeddings - 2) throw new ArgumentException($"text length {batch.TextLength} exceeds the position table");
-        var be = Model.Ctx.Backend;
         var text = ModelInputs.Text(batch.InputIds, batch.AttentionMask, batch.Size, batch.TextLength);
         var pixels = ModelInputs.Pixels(Model.Ctx, batch.PixelValues, batch.PixelShape);
+        var lower = new Lower(Model, pixels, text);
         var parts = new List<Tensor>();
         double mlm = 0, itc = 0, itm = 0;
         int masked = 0;
@@ -101,7 +108,9 @@ public sealed class CoarseObjectives : IDisposable
         {
             if (batch.MlmInputIds is null || batch.MlmLabels is null) throw new ArgumentException("MLM needs a batch with mlm_input_ids/labels (LoaderOptions.Mlm)");
             var labels = Array.ConvertAll(batch.MlmLabels, v => (int)v);
-            var fused = Model.Forward(pixels, text with { Ids = Array.ConvertAll(batch.MlmInputIds, v => (int)v) });
+            var mlmText = text with { Ids = Array.ConvertAll(batch.MlmInputIds, v => (int)v) };
+            var fused = Options.SharedLower ? Model.ForwardFromLower(lower.Image, Model.LowerText(mlmText), Model.Text.Masks(mlmText))
+                                            : Model.Forward(pixels, mlmText);
             var l = Heads.Mlm!.Loss(fused.TextFeats, labels);
             masked = labels.Count(v => v != F.DefaultIgnoreIndex);
             parts.Add(l); mlm = l.ToDoubleArray()[0];
@@ -110,8 +119,8 @@ public sealed class CoarseObjectives : IDisposable
         Tensor? imgF = null, txtF = null;
         if (Options.Itc || Options.Itm)
         {
-            imgF = Model.ImageOnly(pixels);
-            txtF = Model.TextOnly(text);
+            imgF = Options.SharedLower ? Model.ImageOnlyFromLower(lower.Image) : Model.ImageOnly(pixels);
+            txtF = Options.SharedLower ? Model.TextOnlyFromLower(lower.Text, lower.Masks) : Model.TextOnly(text);
         }
         if (Options.Itc)
         {
@@ -121,7 +130,7 @@ public sealed class CoarseObjectives : IDisposable
         double temp = Heads.Temp is null ? double.NaN : Math.Clamp(Heads.Temp.ToDoubleArray()[0], HeadOps.TempMin, HeadOps.TempMax);
         if (Options.Itm)
         {
-            var l = ItmLoss(batch, pixels, text, imgF!, txtF!, temp, stream);
+            var l = ItmLoss(batch, lower, imgF!, txtF!, temp, stream);
             parts.Add(l); itm = l.ToDoubleArray()[0];
         }
         var total = parts[0];
@@ -153,7 +162,7 @@ public sealed class CoarseObjectives : IDisposable
     }
 
     /// <summary>ITM with global hard negatives: pairs (i, i) → 1, (i, text⁻ᵢ) → 0, (image⁻ᵢ, i) → 0.</summary>
-    Tensor ItmLoss(Batch batch, Tensor pixels, TextBatch text, Tensor imgF, Tensor txtF, double temp, ulong stream)
+    Tensor ItmLoss(Batch batch, Lower lower, Tensor imgF, Tensor txtF, double temp, ulong stream)
     {
         int b = batch.Size, s = batch.ImageSize, len = batch.TextLength;
         var q = Queues!;
@@ -169,27 +178,85 @@ public sealed class CoarseObjectives : IDisposable
         var negImage = ItmNegatives.Sample(simT2I, b, cols, cols, Seed, DataRng.Hash(stream, 2));
 
         // 3B inputs: images [pos ‖ pos ‖ neg], texts [pos ‖ neg ‖ pos].
-        int ppi = 3 * s * s;
-        var pix = new float[3 * b * ppi];
-        var ids = new long[3 * b * len];
-        var mask = new long[3 * b * len];
+        var imageOf = new int[3 * b];
+        var textOf = new int[3 * b];
         for (int i = 0; i < b; i++)
         {
-            batch.Pixels(i).CopyTo(pix.AsSpan(i * ppi, ppi));
-            batch.Pixels(i).CopyTo(pix.AsSpan((b + i) * ppi, ppi));
-            (negImage[i] < b ? batch.Pixels(negImage[i]) : Inputs!.PixelsOf(negImage[i] - b)).CopyTo(pix.AsSpan((2 * b + i) * ppi, ppi));
-            CopyText(batch, i, i, ids, mask);
-            CopyText(batch, negText[i], b + i, ids, mask);
-            CopyText(batch, i, 2 * b + i, ids, mask);
+            imageOf[i] = imageOf[b + i] = i; imageOf[2 * b + i] = negImage[i];
+            textOf[i] = textOf[2 * b + i] = i; textOf[b + i] = negText[i];
         }
-        var be = Model.Ctx.Backend;
-        var pix3 = ModelInputs.Pixels(Model.Ctx, pix, [3 * b, 3, s, s]);
-        var fused = Model.Forward(pix3, ModelInputs.Text(ids, mask, 3 * b, len));
+        var ids = new long[3 * b * len];
+        var mask = new long[3 * b * len];
+        for (int r = 0; r < 3 * b; r++) CopyText(batch, textOf[r], r, ids, mask);
+        var text3 = ModelInputs.Text(ids, mask, 3 * b, len);
+        FusedOutput fused;
+        if (Options.SharedLower)
+        {
+            var masks3 = Model.Text.Masks(text3);
+            fused = Model.ForwardFromLower(GatherLower(lower.Image, imageOf, b, QueuedImages), GatherLower(lower.Text, textOf, b, QueuedTexts), masks3);
+        }
+        else
+        {
+            int ppi = 3 * s * s;
+            var pix = new float[3 * b * ppi];
+            for (int r = 0; r < 3 * b; r++) PixelsOf(batch, imageOf[r]).CopyTo(pix.AsSpan(r * ppi, ppi));
+            fused = Model.Forward(ModelInputs.Pixels(Model.Ctx, pix, [3 * b, 3, s, s]), text3);
+        }
         var logits = Heads.Itm!.Forward(fused.ClsFeats);
         var labels = new int[3 * b];
         Array.Fill(labels, 1, 0, b);
-        var y = be.FromInts(labels, [3 * b]);
+        var y = Model.Ctx.Backend.FromInts(labels, [3 * b]);
         return F.CrossEntropy(logits, y);
+    }
+
+    /// <summary>Candidate <paramref name="src"/>'s pixels (&lt; B: the batch, else queue slot src − B).</summary>
+    Span<float> PixelsOf(Batch batch, int src) => src < batch.Size ? batch.Pixels(src) : Inputs!.PixelsOf(src - batch.Size);
+
+    /// <summary>
+    /// Rows of the shared lower states for candidate indices (&lt; B: the batch's rows; ≥ B: queue slots, whose lower
+    /// pass <paramref name="queued"/> runs here on just the slots needed), gathered differentiably.
+    /// </summary>
+    static Tensor GatherLower(Tensor batchLower, int[] candidates, int b, Func<int[], Tensor> queued)
+    {
+        var slots = candidates.Where(k => k >= b).Distinct().Order().ToArray();
+        var src = slots.Length == 0 ? batchLower : F.Concat([batchLower, queued(slots.Select(k => k - b).ToArray())], 0);
+        var row = candidates.Select(k => k < b ? k : b + Array.IndexOf(slots, k)).ToArray();
+        int n = src.Dim(0), per = (int)(src.Numel / n);
+        var idx = src.Backend.FromInts(row, [row.Length]);
+        var shape = (int[])src.Shape.Clone();
+        shape[0] = row.Length;
+        return F.Reshape(HeadOps.GatherRows(F.Reshape(src, n, per), idx), shape);
+    }
+
+    Tensor QueuedImages(int[] slots)
+    {
+        int ppi = Inputs!.PixelsPerImage, s = Inputs.ImageSize;
+        var pix = new float[slots.Length * ppi];
+        for (int i = 0; i < slots.Length; i++) Inputs.PixelsOf(slots[i]).CopyTo(pix.AsSpan(i * ppi, ppi));
+        return Model.LowerImage(ModelInputs.Pixels(Model.Ctx, pix, [slots.Length, 3, s, s]));
+    }
+
+    Tensor QueuedTexts(int[] slots)
+    {
+        int len = Inputs!.TextLength;
+        var ids = new long[slots.Length * len];
+        var mask = new long[slots.Length * len];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            Inputs.IdsOf(slots[i]).CopyTo(ids.AsSpan(i * len, len));
+            Inputs.MaskOf(slots[i]).CopyTo(mask.AsSpan(i * len, len));
+        }
+        return Model.LowerText(ModelInputs.Text(ids, mask, slots.Length, len));
+    }
+
+    /// <summary>The micro-batch's inputs and, computed on first use, its lower-tower states.</summary>
+    sealed class Lower(FiberCoarseModel model, Tensor pixels, TextBatch text)
+    {
+        Tensor? _image, _text;
+        TextMasks? _masks;
+        public TextMasks Masks => _masks ??= model.Text.Masks(text);
+        public Tensor Image => _image ??= model.LowerImage(pixels);
+        public Tensor Text => _text ??= model.LowerText(text, Masks);
     }
 
     /// <summary>Text row <paramref name="dst"/> ← candidate <paramref name="src"/> (&lt; B: the batch, else queue slot src − B).</summary>

@@ -1,3 +1,4 @@
+using FiberCuda.Autograd;
 using FiberCuda.Backends;
 using FiberCuda.Models;
 using FiberCuda.Training;
@@ -138,5 +139,51 @@ public sealed class CoarseTrainerTests
     static void Cleanup(params string[] dirs)
     {
         foreach (var d in dirs) try { Directory.Delete(d, true); } catch (IOException) { }
+    }
+}
+
+/// <summary>The shared-lower-tower option computes the same objectives (without dropout) from one lower pass.</summary>
+[TestClass]
+public sealed class SharedLowerTests
+{
+    [TestMethod]
+    public void SharedLowerGivesTheSameLossesAndGradients()
+    {
+        var o = CoarseTrainerTests.Options(1) with { TextDropout = 0, DropPath = 0 };
+        var c = o.Config;
+        var loader = FiberCuda.Data.CaptionDatasets.OpenLoader(o.Data, new FiberCuda.Data.LoaderOptions { BatchSize = 4, ImageSize = c.ImageSize, MaxTextLength = c.MaxTextLen, Seed = 1, Workers = 1 });
+        var batches = loader.Epoch(0).Take(3).ToList();
+        var results = new List<(double[] Losses, Dictionary<string, float[]> Grads)>();
+        foreach (bool shared in new[] { false, true })
+        {
+            var ctx = new FiberCuda.Nn.NnContext(Backend.Cpu);
+            var m = new FiberCoarseModel(ctx, c, 0, 0);
+            var h = new CoarseHeads(ctx, c);
+            FiberInit.Apply(m, c, 3); FiberInit.Apply(h, c, 4);
+            using var obj = new CoarseObjectives(m, h, new CoarseObjectiveOptions { SharedLower = shared }, 5);
+            var losses = new List<double>();
+            // Two steps fill the queues so the third can draw hard negatives from them (their lower pass is separate).
+            CoarseLosses l = null!;
+            for (int k = 0; k < 3; k++)
+            {
+                m.ZeroGrad(); h.ZeroGrad();
+                l = obj.Forward(batches[k], (ulong)k);
+                l.Total.Backward();
+                losses.AddRange([l.Mlm, l.Itc, l.Itm]);
+                obj.Enqueue(batches[k], l);
+            }
+            Assert.IsTrue(obj.Queues!.Total > 0);
+            results.Add((losses.ToArray(), m.NamedParameters().Concat(h.NamedParameters()).Where(p => p.Tensor.Grad is not null)
+                .ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToFloatArray())));
+        }
+        var (a, b) = (results[0], results[1]);
+        for (int i = 0; i < a.Losses.Length; i++) Assert.AreEqual(a.Losses[i], b.Losses[i], 1e-5 * Math.Max(1, Math.Abs(a.Losses[i])), $"loss {i}");
+        CollectionAssert.AreEquivalent(a.Grads.Keys.ToList(), b.Grads.Keys.ToList());
+        foreach (var (n, g) in a.Grads)
+        {
+            var g2 = b.Grads[n];
+            double scale = Math.Max(1e-3, g.Max(x => Math.Abs(x)));
+            for (int i = 0; i < g.Length; i++) Assert.AreEqual(g[i], g2[i], 2e-4 * scale, $"{n}[{i}]");
+        }
     }
 }

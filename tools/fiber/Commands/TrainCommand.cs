@@ -46,13 +46,14 @@ public static class TrainCommand
         var objectives = new Option<string>("--objectives") { Description = "comma-separated subset of mlm,itc,itm", DefaultValueFactory = _ => "mlm,itc,itm" };
         var itc = new Option<string>("--itc") { Description = "official | in-batch (from-scratch aid: symmetric, both sides differentiated, no queue)", DefaultValueFactory = _ => "official" };
         itc.AcceptOnlyFromAmong("official", "in-batch");
+        var shared = new Option<bool>("--shared-lower") { Description = "run the towers below the fusion once per image and text for all three objectives (faster; not the official recipe)" };
         var dropout = new Option<float>("--dropout") { Description = "text dropout", DefaultValueFactory = _ => d.TextDropout };
         var dropPath = new Option<float>("--drop-path") { Description = "Swin drop-path rate", DefaultValueFactory = _ => d.DropPath };
         var initStd = new Option<double>("--init-std") { Description = "std of fresh weights (0.02 official)", DefaultValueFactory = _ => d.InitStd };
 
         var cmd = new Command("coarse", "stage 1: MLM + ITC + ITM with hard negatives on image-text pairs");
         foreach (var o in new Option[] { config, data, output, resume, imageRoot, tokenizer, init, device, dtype, steps, batch, accum, lr, warmup, clip, seed,
-                                         workers, every, keep, objectives, itc, dropout, dropPath, initStd })
+                                         workers, every, keep, objectives, itc, shared, dropout, dropPath, initStd })
             cmd.Options.Add(o);
         cmd.SetAction(pr => ExitCodes.Run(() =>
         {
@@ -81,6 +82,7 @@ public static class TrainCommand
                 {
                     Mlm = objs.Contains("mlm"), Itc = objs.Contains("itc"), Itm = objs.Contains("itm"),
                     ItcVariant = pr.GetValue(itc) == "in-batch" ? ItcVariant.InBatch : ItcVariant.Official,
+                    SharedLower = pr.GetValue(shared),
                 },
             };
             options.Validate();
