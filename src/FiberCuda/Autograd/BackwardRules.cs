@@ -42,6 +42,7 @@ public static class BackwardRules
             case "itc_loss": HeadBackwardRules.Itc(n, g[0]!, sink); break;
             case "mlm_loss": HeadBackwardRules.Mlm(n, g[0]!, sink); break;
             case WindowAttentionOp.OpName: WindowAttentionOp.Backward(n, g, sink); break;
+            case CrossAttentionOp.OpName: CrossAttentionOp.Backward(n, g, sink); break;
             default: throw new NotSupportedException($"no backward rule for op '{n.Op}'");
         }
     }

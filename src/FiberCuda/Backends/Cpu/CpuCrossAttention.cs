@@ -1,0 +1,107 @@
+using FiberCuda.Tensors;
+
+namespace FiberCuda.Backends.Cpu;
+
+/// <summary>
+/// The C# reference of <see cref="ICrossAttentionOps"/>: the same fused formulation as
+/// kernels/cross_attention.cu (lse saved, P recomputed in the backward), in fp64 for every input dtype;
+/// results are rounded to the output dtypes.
+/// </summary>
+public sealed class CpuCrossAttention : ICrossAttentionOps
+{
+    static double[] Read(Tensor t) { var v = new double[t.Numel]; HostIO.Read<double>(t, 0, v); return v; }
+    static void Write(Tensor t, double[] v) => HostIO.Write<double>(t, 0, v);
+
+    static void Host(Tensor? t, string what)
+    {
+        if (t is not null && t.Backend is not CpuBackend) throw new ArgumentException($"cross attention (CPU): {what} {t} is not a CPU tensor");
+    }
+
+    /// <summary>Scores of (b, h, query i) over all keys into s[0..Lk).</summary>
+    static void Scores(in CrossAttentionShape a, double[] q, double[] k, double[]? m, int b, int h, int i, double[] s)
+    {
+        int C = a.Channels, d = a.HeadDim;
+        long qo = ((long)b * a.Lq + i) * C + h * d;
+        for (int j = 0; j < a.Lk; j++)
+        {
+            long ko = ((long)b * a.Lk + j) * C + h * d;
+            double acc = 0;
+            for (int c = 0; c < d; c++) acc += q[qo + c] * k[ko + c];
+            s[j] = a.Scale * acc + (m is null ? 0 : m[(long)b * a.Lk + j]);
+        }
+    }
+
+    public void Forward(Tensor q, Tensor k, Tensor v, Tensor? keyMask, in CrossAttentionShape a, Tensor y, Tensor lse)
+    {
+        a.Check(q, k, v, keyMask, y, lse);
+        Host(q, "q"); Host(k, "k"); Host(v, "v"); Host(keyMask, "keyMask"); Host(y, "y"); Host(lse, "lse");
+        var qv = Read(q); var kv = Read(k); var vv = Read(v); var mv = keyMask is null ? null : Read(keyMask);
+        var yo = new double[y.Numel]; var lo = new double[lse.Numel];
+        int C = a.Channels, d = a.HeadDim;
+        var s = new double[a.Lk];
+        for (int b = 0; b < a.Batch; b++)
+            for (int h = 0; h < a.Heads; h++)
+                for (int i = 0; i < a.Lq; i++)
+                {
+                    Scores(a, qv, kv, mv, b, h, i, s);
+                    double mx = double.NegativeInfinity;
+                    for (int j = 0; j < a.Lk; j++) mx = Math.Max(mx, s[j]);
+                    double sum = 0;
+                    for (int j = 0; j < a.Lk; j++) { s[j] = Math.Exp(s[j] - mx); sum += s[j]; }
+                    long yo0 = ((long)b * a.Lq + i) * C + h * d;
+                    for (int c = 0; c < d; c++)
+                    {
+                        double o = 0;
+                        for (int j = 0; j < a.Lk; j++) o += s[j] * vv[((long)b * a.Lk + j) * C + h * d + c];
+                        yo[yo0 + c] = o / sum;
+                    }
+                    lo[((long)b * a.Heads + h) * a.Lq + i] = mx + Math.Log(sum);
+                }
+        Write(y, yo); Write(lse, lo);
+    }
+
+    public void Backward(Tensor q, Tensor k, Tensor v, Tensor? keyMask, in CrossAttentionShape a, Tensor y, Tensor lse, Tensor dy,
+                         Tensor? dq, Tensor? dk, Tensor? dv)
+    {
+        a.Check(q, k, v, keyMask, y, lse);
+        Host(q, "q"); Host(k, "k"); Host(v, "v"); Host(keyMask, "keyMask"); Host(y, "y"); Host(lse, "lse"); Host(dy, "dy");
+        Host(dq, "dq"); Host(dk, "dk"); Host(dv, "dv");
+        if (dy.Numel != y.Numel) throw new ArgumentException($"cross attention: dy {dy} does not match y {y}");
+        if (dq is not null && dq.Numel != q.Numel) throw new ArgumentException($"cross attention: dq {dq} does not match q {q}");
+        if (dk is not null && dk.Numel != k.Numel) throw new ArgumentException($"cross attention: dk {dk} does not match k {k}");
+        if (dv is not null && dv.Numel != v.Numel) throw new ArgumentException($"cross attention: dv {dv} does not match v {v}");
+        if (dq is null && dk is null && dv is null) return;
+        var qv = Read(q); var kv = Read(k); var vv = Read(v); var mv = keyMask is null ? null : Read(keyMask);
+        var yo = Read(y); var lo = Read(lse); var g = Read(dy);
+        var gq = dq is null ? null : Read(dq); var gk = dk is null ? null : Read(dk); var gv = dv is null ? null : Read(dv);
+        int C = a.Channels, d = a.HeadDim;
+        var s = new double[a.Lk];
+        for (int b = 0; b < a.Batch; b++)
+            for (int h = 0; h < a.Heads; h++)
+                for (int i = 0; i < a.Lq; i++)
+                {
+                    Scores(a, qv, kv, mv, b, h, i, s);
+                    double L = lo[((long)b * a.Heads + h) * a.Lq + i];
+                    long oi = ((long)b * a.Lq + i) * C + h * d;
+                    double Di = 0;
+                    for (int c = 0; c < d; c++) Di += g[oi + c] * yo[oi + c];
+                    for (int j = 0; j < a.Lk; j++)
+                    {
+                        long kj = ((long)b * a.Lk + j) * C + h * d;
+                        double p = Math.Exp(s[j] - L);
+                        double dp = 0;
+                        for (int c = 0; c < d; c++) dp += g[oi + c] * vv[kj + c];
+                        double ds = p * (dp - Di);
+                        for (int c = 0; c < d; c++)
+                        {
+                            if (gq is not null) gq[oi + c] += a.Scale * ds * kv[kj + c];
+                            if (gk is not null) gk[kj + c] += a.Scale * ds * qv[oi + c];
+                            if (gv is not null) gv[kj + c] += p * g[oi + c];
+                        }
+                    }
+                }
+        if (dq is not null) Write(dq, gq!);
+        if (dk is not null) Write(dk, gk!);
+        if (dv is not null) Write(dv, gv!);
+    }
+}
