@@ -43,6 +43,7 @@ public static class BackwardRules
             case "mlm_loss": HeadBackwardRules.Mlm(n, g[0]!, sink); break;
             case WindowAttentionOp.OpName: WindowAttentionOp.Backward(n, g, sink); break;
             case CrossAttentionOp.OpName: CrossAttentionOp.Backward(n, g, sink); break;
+            case GatedResidualOp.OpName: GatedResidualOp.Backward(n, g, sink); break;
             default: throw new NotSupportedException($"no backward rule for op '{n.Op}'");
         }
     }
