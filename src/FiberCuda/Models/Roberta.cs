@@ -38,6 +38,11 @@ public sealed class TextMasks(TextBatch text, IBackend be, DType dtype)
             _cache[(heads, rows)] = t = Fx.ExpandKeyMask(be, Text.Mask, Text.Batch, Text.Length, heads, rows, dtype);
         return t;
     }
+
+    Tensor? _key;
+
+    /// <summary>The per-key form [B, L] of the same values, for the fused cross-attention op (it broadcasts over heads and rows).</summary>
+    public Tensor KeyMask() => _key ??= Fx.ExpandKeyMask(be, Text.Mask, Text.Batch, Text.Length, 1, 1, dtype).Reshape(Text.Batch, Text.Length);
 }
 
 /// <summary>word + token type (0) + RoBERTa positions → LayerNorm (eps 1e-5) → dropout.</summary>
@@ -112,10 +117,14 @@ public sealed class RobertaSelfAttention : Module
     /// <summary>Context [B, Lq, D] of queries from <paramref name="hq"/> over keys/values from <paramref name="hkv"/>; mask [B, H, Lq, Lk] additive or null.</summary>
     public Tensor Forward(Tensor hq, Tensor hkv, Tensor? mask)
     {
+        int dh = Query.Weight.Dim(0) / Heads;
+        // Unmasked (the text→image cross-attention) and without attention-probability dropout (eval, or p = 0):
+        // one fused kernel; the same math, and no dropout offset is taken on either path.
+        if (mask is null && !(Drop.Training && Drop.P > 0f) && CrossAttentionOps.Supports(hq.Backend, dh))
+            return CrossAttentionOp.Apply(Query.Forward(hq), Key.Forward(hkv), Value.Forward(hkv), null, Heads, 1f / MathF.Sqrt(dh));
         var q = Fx.SplitHeads(Query.Forward(hq), Heads);
         var k = Fx.SplitHeads(Key.Forward(hkv), Heads);
         var v = Fx.SplitHeads(Value.Forward(hkv), Heads);
-        int dh = q.Dim(3);
         var s = F.Scale(F.MatMul(q, k, transB: true), 1f / MathF.Sqrt(dh));
         if (mask is not null) s = F.Add(s, mask);
         var p = Drop.Forward(F.Softmax(s));
@@ -205,7 +214,7 @@ public sealed class RobertaLayer : Module
         {
             if (Cross is null) throw new InvalidOperationException($"text layer {Index} is not a fusion layer");
             var c = Cross.Output.Forward(Cross.Self.Forward(s, image, null));
-            s = F.Add(s, Fx.ScaleBy(c, Alpha!));
+            s = GatedResidualOp.Apply(s, c, Alpha!);
         }
         var a = Attention.Output.Norm.Forward(s, h);
         var i = F.BiasGelu(F.Linear(a, Intermediate.Dense.Weight), Intermediate.Dense.Bias);

@@ -132,17 +132,23 @@ public sealed class WindowAttention : Module
     /// Every step is per image token, so it runs on the un-windowed token order [B, R², C] (same result as the
     /// official per-window call, where every window of image b sees text b).
     /// </summary>
-    public Tensor CrossForward(Tensor a, Tensor text, Tensor textMask)
+    public Tensor CrossForward(Tensor a, Tensor text, TextMasks masks)
     {
         int c = Dim, dh = c / Heads;
         var qin = NormI2T is null ? a : NormI2T.Forward(a);
-        var q = F.Scale(Fx.SplitHeads(QueryI2T!.Forward(qin), Heads), 1f / MathF.Sqrt(dh));   // [B, nH, T, dh]
         var kv = QkvText!.Forward(text);                                                       // [B, L, 2C]
+        if (CrossAttentionOps.Supports(a.Backend, dh))
+        {
+            // One fused kernel (scores, per-key padding mask, softmax, ·v) and one for the gate + residual.
+            var y = CrossAttentionOp.Apply(QueryI2T!.Forward(qin), F.Slice(kv, 2, 0, c), F.Slice(kv, 2, c, c), masks.KeyMask(), Heads, 1f / MathF.Sqrt(dh));
+            return GatedResidualOp.Apply(a, ProjI2T!.Forward(y), Alpha!);
+        }
+        var q = F.Scale(Fx.SplitHeads(QueryI2T!.Forward(qin), Heads), 1f / MathF.Sqrt(dh));   // [B, nH, T, dh]
         var k = Fx.SplitHeads(F.Slice(kv, 2, 0, c), Heads);
         var v = Fx.SplitHeads(F.Slice(kv, 2, c, c), Heads);
-        var p = F.Softmax(F.Add(F.MatMul(q, k, transB: true), textMask));                    // [B, nH, T, L]
+        var p = F.Softmax(F.Add(F.MatMul(q, k, transB: true), masks.For(Heads, a.Dim(1))));    // [B, nH, T, L]
         var o = ProjI2T!.Forward(Fx.MergeHeads(F.MatMul(p, v)));
-        return F.Add(a, Fx.ScaleBy(o, Alpha!));
+        return GatedResidualOp.Apply(a, o, Alpha!);
     }
 }
 
@@ -230,7 +236,7 @@ public sealed class SwinBlock : Module
         if (text is not null)
         {
             if (!Attn.Fused) throw new InvalidOperationException($"Swin block of stage {Stage} is not a fusion block");
-            a = Attn.CrossForward(a, text, masks!.For(Heads, r * r));
+            a = Attn.CrossForward(a, text, masks!);
         }
         var (sum, y) = F.LayerNormResidual(Drop.Forward(a), x, Norm2.Weight, Norm2.Bias, Norm2.Eps);
         return F.Add(sum, Drop.Forward(Mlp.Forward(y)));
