@@ -125,6 +125,27 @@ public sealed class CrossAttentionCpuTests
         Assert.IsGreaterThan(1e-3, dv1.ToArray<double>().Max(Math.Abs));
     }
 
+    /// <summary>k and v the same tensor: its gradient is the sum of both roles (the op must not let one overwrite the other).</summary>
+    [TestMethod]
+    public void AliasedKeyAndValueAccumulateBoth()
+    {
+        var rnd = new Random(9);
+        int B = 1, Lq = 4, Lk = 6, nH = 2, d = 3, C = nH * d;
+        using var q = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lq * C), [B, Lq, C], DType.F64);
+        using var kv = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lk * C), [B, Lk, C], DType.F64);
+        using var w = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lq * C), [B, Lq, C], DType.F64);
+        kv.RequiresGrad = true;
+        double[] Grad(Func<Tensor> f)
+        {
+            kv.Grad = null;
+            using (var loss = F.Sum(F.Mul(f(), w))) loss.Backward();
+            return kv.Grad!.ToDoubleArray();
+        }
+        var fused = Grad(() => CrossAttentionOp.Apply(q, kv, kv, null, nH, 0.6f));
+        var comp = Grad(() => Composed(q, kv, kv, null, nH, 0.6f));
+        Assert.IsLessThan(1e-10, WindowAttentionCpuTests.MaxDiff(fused, comp));
+    }
+
     [TestMethod]
     public void RejectsMismatchedShapes()
     {

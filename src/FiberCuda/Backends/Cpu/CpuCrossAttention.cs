@@ -38,9 +38,13 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
         var qv = Read(q); var kv = Read(k); var vv = Read(v); var mv = keyMask is null ? null : Read(keyMask);
         var yo = new double[y.Numel]; var lo = new double[lse.Numel];
         int C = a.Channels, d = a.HeadDim;
-        var s = new double[a.Lk];
-        for (int b = 0; b < a.Batch; b++)
-            for (int h = 0; h < a.Heads; h++)
+        var g = a;
+        // (b, h) pairs touch disjoint outputs: parallel and still deterministic.
+        Parallel.For(0, a.Batch * a.Heads, bh =>
+        {
+            var a = g;
+            int b = bh / a.Heads, h = bh % a.Heads;
+            var s = new double[a.Lk];
                 for (int i = 0; i < a.Lq; i++)
                 {
                     Scores(a, qv, kv, mv, b, h, i, s);
@@ -57,6 +61,7 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
                     }
                     lo[((long)b * a.Heads + h) * a.Lq + i] = mx + Math.Log(sum);
                 }
+        });
         Write(y, yo); Write(lse, lo);
     }
 
@@ -73,11 +78,18 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
         if (dq is null && dk is null && dv is null) return;
         var qv = Read(q); var kv = Read(k); var vv = Read(v); var mv = keyMask is null ? null : Read(keyMask);
         var yo = Read(y); var lo = Read(lse); var g = Read(dy);
-        var gq = dq is null ? null : Read(dq); var gk = dk is null ? null : Read(dk); var gv = dv is null ? null : Read(dv);
+        // One host buffer per distinct gradient tensor, so aliased gradients (k and v the same tensor) both accumulate.
+        var bufs = new Dictionary<Tensor, double[]>(ReferenceEqualityComparer.Instance);
+        double[]? Buf(Tensor? t) => t is null ? null : bufs.TryGetValue(t, out var buf) ? buf : bufs[t] = Read(t);
+        var gq = Buf(dq); var gk = Buf(dk); var gv = Buf(dv);
         int C = a.Channels, d = a.HeadDim;
-        var s = new double[a.Lk];
-        for (int b = 0; b < a.Batch; b++)
-            for (int h = 0; h < a.Heads; h++)
+        var shape = a;
+        // (b, h) pairs touch disjoint gradient slices (also when gradients alias): parallel and deterministic.
+        Parallel.For(0, a.Batch * a.Heads, bh =>
+        {
+            var a = shape;
+            int b = bh / a.Heads, h = bh % a.Heads;
+            var s = new double[a.Lk];
                 for (int i = 0; i < a.Lq; i++)
                 {
                     Scores(a, qv, kv, mv, b, h, i, s);
@@ -100,8 +112,7 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
                         }
                     }
                 }
-        if (dq is not null) Write(dq, gq!);
-        if (dk is not null) Write(dk, gk!);
-        if (dv is not null) Write(dv, gv!);
+        });
+        foreach (var (t, buf) in bufs) Write(t, buf);
     }
 }
