@@ -83,6 +83,7 @@ public sealed class SyntheticWhereTests
         Assert.IsTrue(where.Items.Any(it => it.Captions.Any(c => c.Contains(" in the "))));
         Assert.ThrowsExactly<ArgumentException>(() => CaptionDatasets.Open("synthetic:30:5:48:2:here", stats));
         Assert.ThrowsExactly<ArgumentException>(() => CaptionDatasets.Open("synthetic:30:5:48:2:", stats));
+        Assert.ThrowsExactly<ArgumentException>(() => CaptionDatasets.Open("synthetic:30:5:48:2:where:extra", stats));
     }
 
     [TestMethod]

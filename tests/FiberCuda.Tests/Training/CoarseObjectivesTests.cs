@@ -140,6 +140,39 @@ public sealed class CoarseObjectivesTests
         CollectionAssert.AreEqual(f2[..(2 * d)], img2[(4 * d)..], "rows 0, 1 → slots 4, 5");
     }
 
+    /// <summary>
+    /// A batch the queues cannot take (more rows than slots; another text length than the input queue's) is refused
+    /// before anything moves: features and raw inputs must stay slot-aligned, or a later hard negative pairs the
+    /// features of one sample with the pixels of another.
+    /// </summary>
+    [TestMethod]
+    public void EnqueueRefusesWhatDoesNotFitAndChangesNothing()
+    {
+        var c = ObjectiveFixture.Config with { QueueSize = 3 };
+        var ctx = NnContext.Cpu();
+        var m = new FiberCoarseModel(ctx, c, 0, 0);
+        var h = new CoarseHeads(ctx, c);
+        FiberInit.Apply(m, c, 1); FiberInit.Apply(h, c, 2);
+        using var obj = new CoarseObjectives(m, h, new CoarseObjectiveOptions { Mlm = false, Itm = false }, seed: 1);
+        using var _ = Grad.NoGrad();
+        var q = obj.Queues!;
+
+        // Shorter text rows than the model's MaxTextLen (the forward allows them; the input queue does not).
+        var b = B0;
+        var shortText = new Batch(3, b.ImageSize, b.TextLength - 2, mlm: false);
+        b.PixelValues.AsSpan(0, shortText.PixelValues.Length).CopyTo(shortText.PixelValues);
+        for (int r = 0; r < 3; r++) { b.Ids(r)[..shortText.TextLength].CopyTo(shortText.Ids(r)); b.Mask(r)[..shortText.TextLength].CopyTo(shortText.Mask(r)); }
+        foreach (var bad in new[] { B0 /* 4 rows > 3 slots */, shortText })
+        {
+            var img0 = q.Image.ToFloatArray();
+            var l = obj.Forward(bad, 0);
+            Assert.ThrowsExactly<ArgumentException>(() => obj.Enqueue(bad, l), $"{bad.Size}×{bad.TextLength}");
+            Assert.AreEqual(0, q.Ptr); Assert.AreEqual(0L, q.Total);
+            CollectionAssert.AreEqual(img0, q.Image.ToFloatArray());
+            Assert.IsTrue(obj.Inputs!.Ids.All(v => v == 0));
+        }
+    }
+
     static void AssertSlot(ItmInputQueue q, int slot, Batch b, int row)
     {
         CollectionAssert.AreEqual(b.Pixels(row).ToArray(), q.PixelsOf(slot).ToArray(), $"slot {slot} pixels");
