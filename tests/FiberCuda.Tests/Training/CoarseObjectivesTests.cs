@@ -173,6 +173,95 @@ public sealed class CoarseObjectivesTests
         }
     }
 
+    // ------------------------------------------------------------------ ITC / ITM against host references (f64)
+
+    static double Dot(double[] a, int i, double[] b, int j, int d)
+    {
+        double s = 0;
+        for (int k = 0; k < d; k++) s += a[i * d + k] * b[j * d + k];
+        return s;
+    }
+
+    /// <summary>Mean over rows of −log softmax(row)[target].</summary>
+    static double MeanCe(double[][] rows, int[] target)
+    {
+        double sum = 0;
+        for (int r = 0; r < rows.Length; r++)
+        {
+            double max = rows[r].Max(), lse = max + Math.Log(rows[r].Sum(v => Math.Exp(v - max)));
+            sum += lse - rows[r][target[r]];
+        }
+        return sum / rows.Length;
+    }
+
+    /// <summary>
+    /// The losses rebuilt from the unfused features, the queue contents and the fused model with the hard-negative
+    /// pairs assembled by hand (queue slot j = row j of the batch enqueued before): official ITC over
+    /// [batch ‖ whole queue] (random slots included), in-batch ITC, and ITM on [(i,i) (i,t⁻ᵢ) (v⁻ᵢ,i)] with the negatives
+    /// drawn by <see cref="ItmNegatives.Sample"/> from softmax(sim / τ) over the batch and the filled slots.
+    /// </summary>
+    [TestMethod]
+    public void ItcAndItmMatchHostReferences()
+    {
+        var c = ObjectiveFixture.Config;
+        int bsz = 4, d = c.CrossHidden, len = c.MaxTextLen, ppi = 3 * c.ImageSize * c.ImageSize;
+        var ctx = new NnContext(Backend.Cpu, DType.F64);
+        var (m, h) = ObjectiveFixture.Fresh(ctx, seed: 5, std: 0.3);
+        using var obj = new CoarseObjectives(m, h, new CoarseObjectiveOptions { Mlm = false }, seed: 9);
+        using var inBatch = new CoarseObjectives(m, h, new CoarseObjectiveOptions { Mlm = false, Itm = false, ItcVariant = ItcVariant.InBatch }, seed: 9);
+        using var _ = Grad.NoGrad();
+        obj.Enqueue(B1, obj.Forward(B1, 0));
+        var q = obj.Queues!;
+        int filled = 4, cols = bsz + filled, qn = q.Size;
+
+        var b = B0;
+        var text = ModelInputs.Text(b.InputIds, b.AttentionMask, bsz, len);
+        var img = m.ImageOnly(ModelInputs.Pixels(ctx, b.PixelValues, b.PixelShape)).ToDoubleArray();
+        var txt = m.TextOnly(text).ToDoubleArray();
+        var qI = q.Image.ToDoubleArray(); var qT = q.Text.ToDoubleArray();
+        double tau = h.Temp!.ToDoubleArray()[0];
+        var diag = Enumerable.Range(0, bsz).ToArray();
+
+        // Official ITC: keys = [batch ‖ all Q slots].
+        double[][] I2T(int n) => Enumerable.Range(0, bsz).Select(i => Enumerable.Range(0, bsz + n)
+            .Select(j => (j < bsz ? Dot(img, i, txt, j, d) : Dot(img, i, qT, j - bsz, d)) / tau).ToArray()).ToArray();
+        double[][] T2I(int n) => Enumerable.Range(0, bsz).Select(i => Enumerable.Range(0, bsz + n)
+            .Select(j => (j < bsz ? Dot(txt, i, img, j, d) : Dot(txt, i, qI, j - bsz, d)) / tau).ToArray()).ToArray();
+        double itcWant = 0.5 * (MeanCe(I2T(qn), diag) + MeanCe(T2I(qn), diag));
+        double inBatchWant = 0.5 * (MeanCe(I2T(0), diag) + MeanCe(T2I(0), diag));
+
+        // Streams whose draws include a queue slot make the check cover the raw-input queue.
+        int streamsWithQueueNegatives = 0;
+        for (ulong stream = 0; stream < 3; stream++)
+        {
+            var l = obj.Forward(b, stream);
+            Assert.AreEqual(itcWant, l.Itc, 1e-9 * itcWant, "official ITC");
+
+            var negText = ItmNegatives.Sample(I2T(filled).SelectMany(r => r).ToArray(), bsz, cols, cols, obj.Seed, DataRng.Hash(stream, 1));
+            var negImage = ItmNegatives.Sample(T2I(filled).SelectMany(r => r).ToArray(), bsz, cols, cols, obj.Seed, DataRng.Hash(stream, 2));
+            if (negText.Concat(negImage).Any(k => k >= bsz)) streamsWithQueueNegatives++;
+            // Candidate k: batch row k, or the row k − B of the batch enqueued before (slots 0..3 ← B1 rows 0..3).
+            float[] Pix(int k) => (k < bsz ? b.Pixels(k) : B1.Pixels(k - bsz)).ToArray();
+            long[] Ids(int k) => (k < bsz ? b.Ids(k) : B1.Ids(k - bsz)).ToArray();
+            long[] Msk(int k) => (k < bsz ? b.Mask(k) : B1.Mask(k - bsz)).ToArray();
+            var imgRows = diag.Concat(diag).Concat(negImage).ToArray();
+            var txtRows = diag.Concat(negText).Concat(diag).ToArray();
+            var pix = imgRows.SelectMany(Pix).ToArray();
+            var ids = txtRows.SelectMany(Ids).ToArray();
+            var mask = txtRows.SelectMany(Msk).ToArray();
+            var fused = m.Forward(ModelInputs.Pixels(ctx, pix, [3 * bsz, 3, c.ImageSize, c.ImageSize]), ModelInputs.Text(ids, mask, 3 * bsz, len));
+            var logits = h.Itm!.Forward(fused.ClsFeats).ToDoubleArray();
+            var rows = Enumerable.Range(0, 3 * bsz).Select(r => new[] { logits[2 * r], logits[2 * r + 1] }).ToArray();
+            double itmWant = MeanCe(rows, Enumerable.Range(0, 3 * bsz).Select(r => r < bsz ? 1 : 0).ToArray());
+            // F.CrossEntropy takes its mean with a float 1/count (IBackend.Scale's factor is a float): ~3e-8 relative even in f64.
+            Assert.AreEqual(itmWant, l.Itm, 1e-7 * itmWant, $"ITM, stream {stream}: text⁻ {string.Join(",", negText)}, image⁻ {string.Join(",", negImage)}");
+        }
+        Assert.IsTrue(streamsWithQueueNegatives > 0, "no stream drew a queue negative");
+        // The in-batch variant scales by a float 1/τ (F.Scale's factor), so ~1e-8 relative in f64.
+        Assert.AreEqual(inBatchWant, inBatch.Forward(b, 0).Itc, 1e-7 * inBatchWant, "in-batch ITC");
+        Assert.AreNotEqual(itcWant, inBatchWant, 1e-6, "the two variants differ");
+    }
+
     static void AssertSlot(ItmInputQueue q, int slot, Batch b, int row)
     {
         CollectionAssert.AreEqual(b.Pixels(row).ToArray(), q.PixelsOf(slot).ToArray(), $"slot {slot} pixels");
