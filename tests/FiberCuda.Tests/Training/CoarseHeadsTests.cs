@@ -2,6 +2,7 @@ using FiberCuda.Autograd;
 using FiberCuda.Backends;
 using FiberCuda.Models;
 using FiberCuda.Nn;
+using FiberCuda.Optim;
 using FiberCuda.Tensors;
 using FiberCuda.Tests.Support;
 
@@ -96,6 +97,43 @@ public sealed class CoarseHeadsTests
         CollectionAssert.AreEqual(fcW[twoH..], heads.RankOutput.Weight.ToFloatArray(), "rank_output.weight = itm_score.fc.weight[1]");
         CollectionAssert.AreEqual(new[] { -0.7f }, heads.RankOutput.Bias!.ToFloatArray(), "rank_output.bias = itm_score.fc.bias[1]");
         CollectionAssert.AreEqual(fcW, heads.Itm.Fc.Weight.ToFloatArray(), "itm_score untouched");
+    }
+
+    /// <summary>
+    /// fiber-coarse.md §4.3 over backbone + heads: mlm_score/itm_score in the head group (×5), `temp` and `rank_output`
+    /// at the base lr; `temp` decayed (no pattern matches it), biases and the MLM LayerNorm not.
+    /// </summary>
+    [TestMethod]
+    public void OptimizerGroupsOfBackbonePlusHeads()
+    {
+        var c = FiberConfig.Demo();
+        var ctx = NnContext.Cpu();
+        var named = new FiberCoarseModel(ctx, c).NamedParameters().Concat(new CoarseHeads(ctx, c).NamedParameters()).ToList();
+        var groups = FiberParamGroups.Build(named, 1e-4f, weightDecay: 0.01f, crossModalMult: 5f, headMult: 7f);
+        var all = groups.SelectMany(g => g.Params).ToList();
+        Assert.AreEqual(named.Count, all.Count);
+        Assert.AreEqual(named.Count, all.Distinct(ReferenceEqualityComparer.Instance).Count(), "each parameter once");
+        ParamGroup Of(string n)
+        {
+            var t = named.Single(p => p.Name == n).Tensor;
+            return groups.Single(g => g.Params.Any(x => ReferenceEquals(x, t)));
+        }
+        void Expect(string n, float lr, float wd)
+        {
+            var g = Of(n);
+            Assert.AreEqual(lr, g.Lr, 1e-9f, $"{n} lr ({g.Name})");
+            Assert.AreEqual(wd, g.WeightDecay, $"{n} weight decay ({g.Name})");
+        }
+        Expect("temp", 1e-4f, 0.01f);
+        Expect("rank_output.weight", 1e-4f, 0.01f);
+        Expect("rank_output.bias", 1e-4f, 0f);
+        Expect("mlm_score.bias", 7e-4f, 0f);
+        Expect("mlm_score.decoder.weight", 7e-4f, 0.01f);
+        Expect("mlm_score.transform.dense.weight", 7e-4f, 0.01f);
+        Expect("mlm_score.transform.LayerNorm.weight", 7e-4f, 0f);
+        Expect("itm_score.fc.weight", 7e-4f, 0.01f);
+        Expect("itm_score.fc.bias", 7e-4f, 0f);
+        Expect("cross_modal_image_transform_itc.weight", 5e-4f, 0.01f);
     }
 
     // ------------------------------------------------------------------ MLM head against a composed reference

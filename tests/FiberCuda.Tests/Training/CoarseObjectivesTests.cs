@@ -281,6 +281,39 @@ public sealed class CoarseObjectivesTests
         Assert.IsTrue(others.Any(v => v != a), "other streams draw other negatives");
     }
 
+    /// <summary>Queues start as seeded randn (official) or its rows L2-normalised (NormalizedQueueInit).</summary>
+    [TestMethod]
+    public void QueueInitialisation()
+    {
+        var c = FiberConfig.Tiny() with { QueueSize = 64 };
+        var ctx = NnContext.Cpu();
+        var m = new FiberCoarseModel(ctx, c, 0, 0);
+        var h = new CoarseHeads(ctx, c);
+        float[] Img(ulong seed, bool norm)
+        {
+            using var o = new CoarseObjectives(m, h, new CoarseObjectiveOptions { NormalizedQueueInit = norm }, seed);
+            var txt = o.Queues!.Text.ToFloatArray();
+            var img = o.Queues.Image.ToFloatArray();
+            CollectionAssert.AreNotEqual(img, txt, "image and text queues are drawn apart");
+            Assert.AreEqual(0, o.Queues.Ptr); Assert.AreEqual(0L, o.Queues.Total);
+            return img;
+        }
+        var a = Img(1, false);
+        CollectionAssert.AreEqual(a, Img(1, false), "seeded");
+        CollectionAssert.AreNotEqual(a, Img(2, false));
+        double mean = a.Average(v => (double)v), var = a.Average(v => (double)v * v) - mean * mean;
+        Assert.AreEqual(0, mean, 0.1, "randn mean"); Assert.AreEqual(1, var, 0.15, "randn variance");
+        var n = Img(1, true);
+        int d = c.CrossHidden;
+        for (int r = 0; r < c.QueueSize; r++)
+        {
+            double norm2 = 0, dot = 0, aa = 0;
+            for (int k = 0; k < d; k++) { norm2 += n[r * d + k] * (double)n[r * d + k]; dot += n[r * d + k] * (double)a[r * d + k]; aa += a[r * d + k] * (double)a[r * d + k]; }
+            Assert.AreEqual(1, norm2, 1e-5, $"row {r} unit norm");
+            Assert.AreEqual(1, dot / Math.Sqrt(aa), 1e-5, $"row {r} is the randn row normalised");
+        }
+    }
+
     [TestMethod]
     public void OptionsNeedTheirHeads()
     {
