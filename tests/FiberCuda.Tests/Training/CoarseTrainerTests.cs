@@ -136,7 +136,7 @@ public sealed class CoarseTrainerTests
             using (var t = CoarseTrainer.Create(b, o with { DType = Tensors.DType.BF16 }, Backend.Cpu))
             {
                 t.Run();
-                Assert.IsTrue(t.Parameters.All(p => p.Tensor.DType == Tensors.DType.BF16));
+                Assert.IsTrue(t.Parameters.All(p => p.Tensor.DType == (p.Name == "temp" ? Tensors.DType.F32 : Tensors.DType.BF16)), "bf16 weights, f32 temperature");
                 var st = t.Optimizer.StateOf(t.Model.TextTransform.Weight)!;
                 Assert.IsNotNull(st.Master, "fp32 master weights");
                 Assert.AreEqual(Tensors.DType.F32, st.Master!.DType);
@@ -147,6 +147,25 @@ public sealed class CoarseTrainerTests
             foreach (var (k, tol) in new[] { (0, 0.01), (1, 0.2), (2, 0.01) })
                 Assert.AreEqual(la[0][k], lb[0][k], tol * Math.Max(1, la[0][k]), $"step 1 loss {k}: f32 {la[0][k]} vs bf16 {lb[0][k]}");
             Assert.IsTrue(lb.All(r => r.All(double.IsFinite)));
+        }
+        finally { Cleanup(a, b); }
+    }
+
+    /// <summary>The whole bf16 training step on the CUDA backend (emulated GPU): kernels, fp32 temperature and master weights.</summary>
+    [TestMethod]
+    [TestCategory("Emulated")]
+    public void Bf16StepOnTheEmulatedGpuTracksTheCpu()
+    {
+        string a = NewDir(), b = NewDir();
+        try
+        {
+            var o = Options(1) with { Objectives = new CoarseObjectiveOptions { NormalizedQueueInit = true } };
+            using (var t = CoarseTrainer.Create(a, o, Backend.Cpu)) t.Run();
+            using (var t = CoarseTrainer.Create(b, o with { DType = Tensors.DType.BF16 }, Support.TestDevices.Emulated)) t.Run();
+            var (la, lb) = (Losses(a), Losses(b));
+            foreach (var (k, tol) in new[] { (0, 0.01), (1, 0.2), (2, 0.01) })
+                Assert.AreEqual(la[0][k], lb[0][k], tol * Math.Max(1, la[0][k]), $"loss {k}: CPU f32 {la[0][k]} vs emulated bf16 {lb[0][k]}");
+            Assert.IsTrue(double.IsFinite(lb[0][3]), "gradient norm");
         }
         finally { Cleanup(a, b); }
     }
