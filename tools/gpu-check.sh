@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU and no .NET SDK: runs the `Gpu` tests and the
-# benchmarks at FIBER shapes, and writes a report into OUTDIR. Finishes in about 5 minutes.
+# benchmarks at FIBER shapes and the stage-1 training throughput, and writes a report into OUTDIR.
+# Finishes in about 8 minutes.
 #
 # Build here first (a machine with the SDK), from the repository root:
 #   tools/gpu-check.sh --build          # builds into .gpu/build and packs the .NET runtime into .gpu/
@@ -53,4 +54,12 @@ timeout 120 dotnet .gpu/build/prof/fiber-prof.dll --device gpu --shapes fiber --
   > "$out/bench.txt" 2>&1
 echo "bench exit: $?" | tee -a "$out/report.md"
 cat "$out/bench.txt" >> "$out/report.md"
+
+log "stage-1 training throughput, FIBER-B 384 bf16 batch 8 (official paths, then --shared-lower)"
+for shared in "" "--shared-lower"; do
+  timeout 150 dotnet .gpu/build/prof/fiber-prof.dll --train fiber-b-coarse-384 --device gpu --dtype bf16 --batch 8 --steps 5 $shared \
+    --json "$out/train${shared:+-shared}.json" > "$out/train${shared:+-shared}.txt" 2>&1
+  echo "train bench ${shared:-official} exit: $?" | tee -a "$out/report.md"
+  cat "$out/train${shared:+-shared}.txt" >> "$out/report.md"
+done
 log "done"

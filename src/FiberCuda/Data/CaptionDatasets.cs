@@ -22,6 +22,7 @@ public static partial class CaptionDatasets
         if (spec.StartsWith("synthetic:", StringComparison.Ordinal))
         {
             var f = spec.Split(':');
+            if (f.Length > 6) throw new ArgumentException($"'{spec}': synthetic:N[:seed[:size[:maxShapes[:where]]]] has at most 6 fields");
             int n = int.Parse(f[1]);
             ulong seed = f.Length > 2 ? ulong.Parse(f[2]) : 0;
             var o = new SyntheticOptions();

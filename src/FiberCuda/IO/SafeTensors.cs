@@ -151,6 +151,39 @@ public sealed class SafeTensorsFile : IWeightSource
     // ------------------------------------------------------------------ writing
 
     /// <summary>
+    /// The JSON header for tensors stored back to back in the given order (metadata keys sorted), space-padded so the
+    /// data that follows starts 8-byte aligned. For writers that stream the data themselves.
+    /// </summary>
+    public static byte[] Header(IEnumerable<(string Name, string DType, IEnumerable<long> Shape, long Bytes)> entries, IReadOnlyDictionary<string, string>? metadata)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            if (metadata is { Count: > 0 })
+            {
+                w.WriteStartObject("__metadata__");
+                foreach (var (k, v) in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(k, v);
+                w.WriteEndObject();
+            }
+            long off = 0;
+            foreach (var (n, dt, shape, bytes) in entries)
+            {
+                w.WriteStartObject(n);
+                w.WriteString("dtype", dt);
+                w.WriteStartArray("shape"); foreach (var d in shape) w.WriteNumberValue(d); w.WriteEndArray();
+                w.WriteStartArray("data_offsets"); w.WriteNumberValue(off); w.WriteNumberValue(off + bytes); w.WriteEndArray();
+                w.WriteEndObject();
+                off += bytes;
+            }
+            w.WriteEndObject();
+        }
+        int pad = (int)((8 - ms.Length % 8) % 8);
+        for (int i = 0; i < pad; i++) ms.WriteByte((byte)' ');
+        return ms.ToArray();
+    }
+
+    /// <summary>
     /// Writes tensors (sorted by descending dtype alignment, then name, as the reference writer does) with the header
     /// space-padded so the data starts 8-byte aligned; goes through a temporary file renamed over the target, so a
     /// crash never leaves a half-written model.
@@ -169,52 +202,16 @@ public sealed class SafeTensorsFile : IWeightSource
             int c = b.Value.DType.Size().CompareTo(a.Value.DType.Size());
             return c != 0 ? c : string.CompareOrdinal(a.Key, b.Key);
         });
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
-        {
-            w.WriteStartObject();
-            if (metadata is { Count: > 0 })
-            {
-                w.WriteStartObject("__metadata__");
-                foreach (var (k, v) in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(k, v);
-                w.WriteEndObject();
-            }
-            long off = 0;
-            foreach (var (n, t) in list)
-            {
-                w.WriteStartObject(n);
-                w.WriteString("dtype", t.DType.SafetensorsName());
-                w.WriteStartArray("shape"); foreach (var d in t.Shape) w.WriteNumberValue(d); w.WriteEndArray();
-                w.WriteStartArray("data_offsets"); w.WriteNumberValue(off); w.WriteNumberValue(off + t.Data.LongLength); w.WriteEndArray();
-                w.WriteEndObject();
-                off += t.Data.LongLength;
-            }
-            w.WriteEndObject();
-        }
-        int pad = (int)((8 - ms.Length % 8) % 8);
-        for (int i = 0; i < pad; i++) ms.WriteByte((byte)' ');
+        var header = Header(list.Select(kv => (kv.Key, kv.Value.DType.SafetensorsName(), (IEnumerable<long>)kv.Value.Shape, kv.Value.Data.LongLength)), metadata);
 
-        string full = System.IO.Path.GetFullPath(path);
-        string dir = System.IO.Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Replace(path, tmp =>
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                Span<byte> n8 = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(n8, (ulong)ms.Length);
-                fs.Write(n8);
-                ms.Position = 0; ms.CopyTo(fs);
-                foreach (var (_, t) in list) fs.Write(t.Data);
-                fs.Flush(true);
-            }
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch { /* best effort: the original error matters */ }
-            throw;
-        }
+            using var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+            Span<byte> n8 = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(n8, (ulong)header.Length);
+            fs.Write(n8);
+            fs.Write(header);
+            foreach (var (_, t) in list) fs.Write(t.Data);
+        });
     }
 }

@@ -73,8 +73,9 @@ public sealed class CoarseHeads : Module
     public CoarseHeads(NnContext ctx, FiberConfig c) : base(ctx)
     {
         int h = c.CrossHidden;
-        // A 0-dim parameter like the official `nn.Parameter(torch.ones([]) * 0.07)`.
-        if (c.HasHead("itc")) Temp = Param("temp");
+        // A 0-dim parameter like the official `nn.Parameter(torch.ones([]) * 0.07)`; f32 in a bf16 model too (mixed
+        // precision keeps scalars and statistics in f32, and the ITC kernel reads it as f32).
+        if (c.HasHead("itc")) Temp = Param("temp", ctx.DType == Tensors.DType.BF16 ? Tensors.DType.F32 : ctx.DType);
         if (c.HasHead("mlm") || c.HasHead("caption")) Mlm = Child("mlm_score", new MlmHead(ctx, h, c.VocabSize));
         if (c.HasHead("itm"))
         {

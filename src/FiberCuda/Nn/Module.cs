@@ -59,10 +59,13 @@ public abstract class Module
     public bool Training { get; private set; } = true;
 
     /// <summary>Registers a parameter (zeros, requires grad) under <paramref name="name"/>.</summary>
-    protected Tensor Param(string name, params int[] shape)
+    protected Tensor Param(string name, params int[] shape) => Param(name, Ctx.DType, shape);
+
+    /// <summary>A parameter in a fixed dtype whatever the model's (e.g. a scalar the kernels read in f32).</summary>
+    protected Tensor Param(string name, DType dtype, params int[] shape)
     {
         Check(name);
-        var t = Ctx.Backend.Zeros(shape, Ctx.DType);
+        var t = Ctx.Backend.Zeros(shape, dtype);
         t.RequiresGrad = true;
         t.Name = name;
         _params.Add(new(name, t));

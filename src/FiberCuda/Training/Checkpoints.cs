@@ -198,31 +198,8 @@ public sealed partial class CheckpointStore
         });
         string placeholder = new('0', 64);
         meta["data_sha256"] = placeholder;
-        byte[] header;
-        using (var ms = new MemoryStream())
-        {
-            using (var w = new Utf8JsonWriter(ms))
-            {
-                w.WriteStartObject();
-                w.WriteStartObject("__metadata__");
-                foreach (var (k, v) in meta.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(k, v);
-                w.WriteEndObject();
-                long off = 0;
-                foreach (var (key, t) in entries)
-                {
-                    w.WriteStartObject(key);
-                    w.WriteString("dtype", WeightDTypeInfo.FromEngine(t.DType).SafetensorsName());
-                    w.WriteStartArray("shape"); foreach (var d in t.Shape) w.WriteNumberValue(d); w.WriteEndArray();
-                    w.WriteStartArray("data_offsets"); w.WriteNumberValue(off); w.WriteNumberValue(off + t.Bytes); w.WriteEndArray();
-                    w.WriteEndObject();
-                    off += t.Bytes;
-                }
-                w.WriteEndObject();
-            }
-            int pad = (int)((8 - ms.Length % 8) % 8);
-            for (int i = 0; i < pad; i++) ms.WriteByte((byte)' ');
-            header = ms.ToArray();
-        }
+        byte[] header = SafeTensorsFile.Header(
+            entries.Select(e => (e.Key, WeightDTypeInfo.FromEngine(e.T.DType).SafetensorsName(), e.T.Shape.Select(d => (long)d), e.T.Bytes)), meta);
         // The key/value pair with raw quotes cannot occur inside another (escaped) JSON string, so this finds the metadata slot.
         int slot = IndexOf(header, Encoding.UTF8.GetBytes("\"data_sha256\":\"" + placeholder + "\""));
         if (slot < 0) throw new InvalidOperationException("checkpoint header: hash slot not found");

@@ -143,10 +143,15 @@ public sealed class CoarseObjectives : IDisposable
     public void Enqueue(Batch batch, CoarseLosses losses)
     {
         if (Queues is null || losses.ImageFeatures is null || losses.TextFeatures is null) return;
+        // Check everything before either queue moves: a half-done enqueue leaves feature slots whose raw inputs are
+        // another sample's, and later hard negatives would pair them.
+        if (batch.Size > Queues.Size) throw new ArgumentException($"a batch of {batch.Size} does not fit the queues ({Queues.Size} slots)");
+        if (batch.ImageSize != Inputs!.ImageSize || batch.TextLength != Inputs.TextLength)
+            throw new ArgumentException($"batch {batch.ImageSize}px × {batch.TextLength} tokens does not fit the ITM input queue ({Inputs.ImageSize}px × {Inputs.TextLength})");
         using var _ = Grad.NoGrad();
         int ptr = Queues.Ptr;
         Queues.Enqueue(losses.ImageFeatures, losses.TextFeatures);
-        Inputs!.Enqueue(batch, ptr);
+        Inputs.Enqueue(batch, ptr);
     }
 
     /// <summary>½(CE(img·txtᵀ/τ) + CE(txt·imgᵀ/τ)) over the micro-batch, both sides differentiated, τ fixed (<see cref="ItcVariant.InBatch"/>).</summary>

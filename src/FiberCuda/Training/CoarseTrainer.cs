@@ -246,9 +246,10 @@ public sealed class CoarseTrainer : IDisposable
     /// <summary>
     /// Trains until <see cref="CoarseTrainOptions.Steps"/> or <paramref name="stopAfter"/> more steps or cancellation
     /// (checked between steps: the step in flight finishes, then a checkpoint is written). Checkpoints every
-    /// <see cref="CoarseTrainOptions.CheckpointEvery"/> steps and at the end.
+    /// <see cref="CoarseTrainOptions.CheckpointEvery"/> steps and, unless <paramref name="finalCheckpoint"/> is false
+    /// (benchmarks), at the end.
     /// </summary>
-    public TrainOutcome Run(CancellationToken cancel = default, Action<StepReport>? onStep = null, long? stopAfter = null)
+    public TrainOutcome Run(CancellationToken cancel = default, Action<StepReport>? onStep = null, long? stopAfter = null, bool finalCheckpoint = true)
     {
         var o = Options;
         long target = Math.Min(o.Steps, stopAfter is null ? long.MaxValue : Step + stopAfter.Value);
@@ -320,7 +321,7 @@ public sealed class CoarseTrainer : IDisposable
             _batches?.Dispose(); _batches = null;
         }
         // The step in flight has finished; a cancelled or completed run leaves a checkpoint of exactly where it stopped.
-        if (Step > startStep || last is null) last = SaveCheckpoint();
+        if (finalCheckpoint && (Step > startStep || last is null)) last = SaveCheckpoint();
         bool done = Step >= o.Steps;
         return new TrainOutcome(Step, done, cancel.IsCancellationRequested && !done, last, sps, _badTotal);
     }

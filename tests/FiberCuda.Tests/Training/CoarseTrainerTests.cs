@@ -123,6 +123,53 @@ public sealed class CoarseTrainerTests
         finally { Cleanup(dir); }
     }
 
+    /// <summary>bf16 mixed precision: bf16 weights and activations, fp32 master weights; the first step's losses match f32's.</summary>
+    [TestMethod]
+    public void Bf16TrainingTracksF32()
+    {
+        string a = NewDir(), b = NewDir();
+        try
+        {
+            // Normalised queues: the official randn ones give ITC logits of ±|q|/0.07, where bf16 rounding moves the loss by units.
+            var o = Options(2) with { Objectives = new CoarseObjectiveOptions { NormalizedQueueInit = true } };
+            using (var t = CoarseTrainer.Create(a, o, Backend.Cpu)) t.Run();
+            using (var t = CoarseTrainer.Create(b, o with { DType = Tensors.DType.BF16 }, Backend.Cpu))
+            {
+                t.Run();
+                Assert.IsTrue(t.Parameters.All(p => p.Tensor.DType == (p.Name == "temp" ? Tensors.DType.F32 : Tensors.DType.BF16)), "bf16 weights, f32 temperature");
+                var st = t.Optimizer.StateOf(t.Model.TextTransform.Weight)!;
+                Assert.IsNotNull(st.Master, "fp32 master weights");
+                Assert.AreEqual(Tensors.DType.F32, st.Master!.DType);
+            }
+            var (la, lb) = (Losses(a), Losses(b));
+            // MLM and ITM agree to bf16 precision. The fresh towers' ITC features are nearly collapsed (cosine ≈ 0.99),
+            // so the ITC loss rests on differences of ~1% between features, the size of bf16's rounding: looser there.
+            foreach (var (k, tol) in new[] { (0, 0.01), (1, 0.2), (2, 0.01) })
+                Assert.AreEqual(la[0][k], lb[0][k], tol * Math.Max(1, la[0][k]), $"step 1 loss {k}: f32 {la[0][k]} vs bf16 {lb[0][k]}");
+            Assert.IsTrue(lb.All(r => r.All(double.IsFinite)));
+        }
+        finally { Cleanup(a, b); }
+    }
+
+    /// <summary>The whole bf16 training step on the CUDA backend (emulated GPU): kernels, fp32 temperature and master weights.</summary>
+    [TestMethod]
+    [TestCategory("Emulated")]
+    public void Bf16StepOnTheEmulatedGpuTracksTheCpu()
+    {
+        string a = NewDir(), b = NewDir();
+        try
+        {
+            var o = Options(1) with { Objectives = new CoarseObjectiveOptions { NormalizedQueueInit = true } };
+            using (var t = CoarseTrainer.Create(a, o, Backend.Cpu)) t.Run();
+            using (var t = CoarseTrainer.Create(b, o with { DType = Tensors.DType.BF16 }, Support.TestDevices.Emulated)) t.Run();
+            var (la, lb) = (Losses(a), Losses(b));
+            foreach (var (k, tol) in new[] { (0, 0.01), (1, 0.2), (2, 0.01) })
+                Assert.AreEqual(la[0][k], lb[0][k], tol * Math.Max(1, la[0][k]), $"loss {k}: CPU f32 {la[0][k]} vs emulated bf16 {lb[0][k]}");
+            Assert.IsTrue(double.IsFinite(lb[0][3]), "gradient norm");
+        }
+        finally { Cleanup(a, b); }
+    }
+
     [TestMethod]
     public void ANewRunRefusesAFolderWithCheckpoints()
     {
