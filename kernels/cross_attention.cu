@@ -14,6 +14,9 @@
 // warp owns 4 of them. In a tile each lane owns one key (scores) and D/32 output channels (sums over
 // the tile's keys, the lane's P value broadcast by shuffle). Tiles read as "one row per lane" are
 // padded to D+1 floats so those reads are free of bank conflicts.
+// Dropout on P (p > 0): element e = ((b·nH + h)·Lq + i)·Lk + j kept iff philox_uniform(seed, offset + e) ≥ p,
+// scaled by 1/(1−p) — bit for bit F.Dropout's decision on the [B, nH, Lq, Lk] probability tensor. The
+// softmax sum and lse are of the undropped scores; the backward uses D_i = dO_i·O_i unchanged.
 // Rows past the end are computed on zero data and never stored; keys past Lk get a −inf score
 // (forward), queries past Lq an lse of +inf (backward), so they weigh exactly zero.
 #include "common.cuh"
@@ -24,6 +27,13 @@
 #define XA_T 32                        // keys (forward, dQ) or queries (dK/dV) per tile
 
 __device__ __forceinline__ float xa_pos_inf() { return fiber_u2f(0x7f800000u); }
+
+// Dropout factor of probability element e: 0 or 1/(1−p); 1 without dropout.
+__device__ __forceinline__ float xa_keep(float dp, u64 seed, u64 offset, i64 e)
+{
+    if (dp <= 0.0f) return 1.0f;
+    return philox_uniform(seed, offset + (u64)e) >= dp ? 1.0f / (1.0f - dp) : 0.0f;
+}
 
 // Mask values of keys j0..j0+31 into Ms (−inf past Lk, so those keys drop out of the softmax).
 __device__ __forceinline__ void xa_load_mask(const void* mask, int mdt, int b, int Lk, int j0, float* Ms)
@@ -49,7 +59,7 @@ __device__ __forceinline__ void xa_load_rows(const T* x, int b, int L, int C, in
 // Shared memory: Q [16][D], K [32][D+1], V [32][D], mask [32].
 template <typename T, int D>
 __device__ __forceinline__ void xa_fwd(const T* q, const T* k, const T* v, const void* mask, int mdt, T* y, float* lse,
-                                       int Lq, int Lk, int nH, float scale)
+                                       int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
     constexpr int P = D / 32, LD = D + 1;
     FIBER_DYNAMIC_SMEM(float, sm);
@@ -92,6 +102,7 @@ __device__ __forceinline__ void xa_fwd(const T* q, const T* k, const T* v, const
             float corr = expf(m[r] - base);
             float p = expf(s - base);
             l[r] = l[r] * corr + warp_sum(p);
+            if (j0 + lane < Lk) p *= xa_keep(dp, seed, offset, ((i64)blockIdx.y * Lq + r0 + warp * XA_ROWS + r) * Lk + j0 + lane);
 #pragma unroll
             for (int u = 0; u < P; u++) o[r][u] *= corr;
             for (int jj = 0; jj < XA_T; jj++)
@@ -137,7 +148,8 @@ __device__ __forceinline__ void xa_bwd_dot(const T* y, const T* dy, float* Dd, i
 // Shared memory: Q, dO [16][D], K, V [32][D+1], mask [32].
 template <typename T, int D>
 __device__ __forceinline__ void xa_bwd_dq(const T* q, const T* k, const T* v, const void* mask, int mdt, const float* lse,
-                                          const float* Dd, const T* dy, T* dq, int Lq, int Lk, int nH, float scale)
+                                          const float* Dd, const T* dy, T* dq, int Lq, int Lk, int nH, float scale,
+                                          float dp_, u64 seed, u64 offset)
 {
     constexpr int P = D / 32, LD = D + 1;
     FIBER_DYNAMIC_SMEM(float, sm);
@@ -180,7 +192,8 @@ __device__ __forceinline__ void xa_bwd_dq(const T* q, const T* k, const T* v, co
 #pragma unroll
             for (int c = 0; c < D; c++) { x += qr[c] * kr[c]; dp += dr[c] * vr[c]; }
             float p = expf(scale * x + Ms[lane] - L[r]);
-            float ds = p * (dp - Dr[r]);
+            float kd = j0 + lane < Lk ? xa_keep(dp_, seed, offset, ((i64)blockIdx.y * Lq + r0 + warp * XA_ROWS + r) * Lk + j0 + lane) : 0.0f;
+            float ds = p * (kd * dp - Dr[r]);
             for (int jj = 0; jj < XA_T; jj++)
             {
                 float dsj = __shfl_sync(FIBER_FULL_MASK, ds, jj);
@@ -208,7 +221,8 @@ __device__ __forceinline__ void xa_bwd_dq(const T* q, const T* k, const T* v, co
 // Shared memory: K, V [16][D], Q, dO [32][D+1], lse, D [32].
 template <typename T, int D>
 __device__ __forceinline__ void xa_bwd_dkdv(const T* q, const T* k, const T* v, const void* mask, int mdt, const float* lse,
-                                            const float* Dd, const T* dy, T* dk, T* dv, int Lq, int Lk, int nH, float scale)
+                                            const float* Dd, const T* dy, T* dk, T* dv, int Lq, int Lk, int nH, float scale,
+                                            float dp_, u64 seed, u64 offset)
 {
     constexpr int P = D / 32, LD = D + 1;
     FIBER_DYNAMIC_SMEM(float, sm);
@@ -257,10 +271,13 @@ __device__ __forceinline__ void xa_bwd_dkdv(const T* q, const T* k, const T* v, 
 #pragma unroll
             for (int c = 0; c < D; c++) { x += qi[c] * kr[c]; dp += di[c] * vr[c]; }
             float p = expf(scale * x + mk[r] - Li);
-            float ds = p * (dp - Di);
+            const int j = r0 + warp * XA_ROWS + r;
+            float kd = (i0 + lane < Lq && j < Lk) ? xa_keep(dp_, seed, offset, ((i64)blockIdx.y * Lq + i0 + lane) * Lk + j) : 0.0f;
+            float ds = p * (kd * dp - Di);
+            const float pk = p * kd;
             for (int ii = 0; ii < XA_T; ii++)
             {
-                float pi = __shfl_sync(FIBER_FULL_MASK, p, ii);
+                float pi = __shfl_sync(FIBER_FULL_MASK, pk, ii);
                 float dsi = __shfl_sync(FIBER_FULL_MASK, ds, ii);
 #pragma unroll
                 for (int u = 0; u < P; u++)
@@ -289,9 +306,10 @@ __device__ __forceinline__ void xa_bwd_dkdv(const T* q, const T* k, const T* v, 
 // Thin extern "C" instantiations, spelled out (the emulator finds kernels by their declarations).
 
 extern "C" __global__ void cross_attn_fwd_f32_d32(const float* q, const float* k, const float* v, const void* mask, int mdt,
-                                              float* y, float* lse, int Lq, int Lk, int nH, float scale)
+                                              float* y, float* lse, int Lq, int Lk, int nH, float scale,
+                                              float dp, u64 seed, u64 offset)
 {
-    xa_fwd<float, 32>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale);
+    xa_fwd<float, 32>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dot_f32_d32(const float* y, const float* dy, float* Dd, int B, int Lq, int nH)
 {
@@ -299,21 +317,22 @@ extern "C" __global__ void cross_attn_bwd_dot_f32_d32(const float* y, const floa
 }
 extern "C" __global__ void cross_attn_bwd_dq_f32_d32(const float* q, const float* k, const float* v, const void* mask, int mdt,
                                                  const float* lse, const float* Dd, const float* dy, float* dq,
-                                                 int Lq, int Lk, int nH, float scale)
+                                                 int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dq<float, 32>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale);
+    xa_bwd_dq<float, 32>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dkdv_f32_d32(const float* q, const float* k, const float* v, const void* mask, int mdt,
                                                    const float* lse, const float* Dd, const float* dy, float* dk, float* dv,
-                                                   int Lq, int Lk, int nH, float scale)
+                                                   int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dkdv<float, 32>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale);
+    xa_bwd_dkdv<float, 32>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale, dp, seed, offset);
 }
 
 extern "C" __global__ void cross_attn_fwd_f32_d64(const float* q, const float* k, const float* v, const void* mask, int mdt,
-                                              float* y, float* lse, int Lq, int Lk, int nH, float scale)
+                                              float* y, float* lse, int Lq, int Lk, int nH, float scale,
+                                              float dp, u64 seed, u64 offset)
 {
-    xa_fwd<float, 64>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale);
+    xa_fwd<float, 64>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dot_f32_d64(const float* y, const float* dy, float* Dd, int B, int Lq, int nH)
 {
@@ -321,21 +340,22 @@ extern "C" __global__ void cross_attn_bwd_dot_f32_d64(const float* y, const floa
 }
 extern "C" __global__ void cross_attn_bwd_dq_f32_d64(const float* q, const float* k, const float* v, const void* mask, int mdt,
                                                  const float* lse, const float* Dd, const float* dy, float* dq,
-                                                 int Lq, int Lk, int nH, float scale)
+                                                 int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dq<float, 64>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale);
+    xa_bwd_dq<float, 64>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dkdv_f32_d64(const float* q, const float* k, const float* v, const void* mask, int mdt,
                                                    const float* lse, const float* Dd, const float* dy, float* dk, float* dv,
-                                                   int Lq, int Lk, int nH, float scale)
+                                                   int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dkdv<float, 64>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale);
+    xa_bwd_dkdv<float, 64>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale, dp, seed, offset);
 }
 
 extern "C" __global__ void cross_attn_fwd_bf16_d32(const bf16* q, const bf16* k, const bf16* v, const void* mask, int mdt,
-                                              bf16* y, float* lse, int Lq, int Lk, int nH, float scale)
+                                              bf16* y, float* lse, int Lq, int Lk, int nH, float scale,
+                                              float dp, u64 seed, u64 offset)
 {
-    xa_fwd<bf16, 32>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale);
+    xa_fwd<bf16, 32>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dot_bf16_d32(const bf16* y, const bf16* dy, float* Dd, int B, int Lq, int nH)
 {
@@ -343,21 +363,22 @@ extern "C" __global__ void cross_attn_bwd_dot_bf16_d32(const bf16* y, const bf16
 }
 extern "C" __global__ void cross_attn_bwd_dq_bf16_d32(const bf16* q, const bf16* k, const bf16* v, const void* mask, int mdt,
                                                  const float* lse, const float* Dd, const bf16* dy, bf16* dq,
-                                                 int Lq, int Lk, int nH, float scale)
+                                                 int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dq<bf16, 32>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale);
+    xa_bwd_dq<bf16, 32>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dkdv_bf16_d32(const bf16* q, const bf16* k, const bf16* v, const void* mask, int mdt,
                                                    const float* lse, const float* Dd, const bf16* dy, bf16* dk, bf16* dv,
-                                                   int Lq, int Lk, int nH, float scale)
+                                                   int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dkdv<bf16, 32>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale);
+    xa_bwd_dkdv<bf16, 32>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale, dp, seed, offset);
 }
 
 extern "C" __global__ void cross_attn_fwd_bf16_d64(const bf16* q, const bf16* k, const bf16* v, const void* mask, int mdt,
-                                              bf16* y, float* lse, int Lq, int Lk, int nH, float scale)
+                                              bf16* y, float* lse, int Lq, int Lk, int nH, float scale,
+                                              float dp, u64 seed, u64 offset)
 {
-    xa_fwd<bf16, 64>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale);
+    xa_fwd<bf16, 64>(q, k, v, mask, mdt, y, lse, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dot_bf16_d64(const bf16* y, const bf16* dy, float* Dd, int B, int Lq, int nH)
 {
@@ -365,13 +386,13 @@ extern "C" __global__ void cross_attn_bwd_dot_bf16_d64(const bf16* y, const bf16
 }
 extern "C" __global__ void cross_attn_bwd_dq_bf16_d64(const bf16* q, const bf16* k, const bf16* v, const void* mask, int mdt,
                                                  const float* lse, const float* Dd, const bf16* dy, bf16* dq,
-                                                 int Lq, int Lk, int nH, float scale)
+                                                 int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dq<bf16, 64>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale);
+    xa_bwd_dq<bf16, 64>(q, k, v, mask, mdt, lse, Dd, dy, dq, Lq, Lk, nH, scale, dp, seed, offset);
 }
 extern "C" __global__ void cross_attn_bwd_dkdv_bf16_d64(const bf16* q, const bf16* k, const bf16* v, const void* mask, int mdt,
                                                    const float* lse, const float* Dd, const bf16* dy, bf16* dk, bf16* dv,
-                                                   int Lq, int Lk, int nH, float scale)
+                                                   int Lq, int Lk, int nH, float scale, float dp, u64 seed, u64 offset)
 {
-    xa_bwd_dkdv<bf16, 64>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale);
+    xa_bwd_dkdv<bf16, 64>(q, k, v, mask, mdt, lse, Dd, dy, dk, dv, Lq, Lk, nH, scale, dp, seed, offset);
 }

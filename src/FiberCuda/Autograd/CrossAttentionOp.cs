@@ -25,15 +25,18 @@ public static class CrossAttentionOp
     /// <param name="v">[B, Lk, nH·d].</param>
     /// <param name="keyMask">Additive per-key mask [B, Lk] (float), or null.</param>
     /// <param name="scale">Score scale, head_dim^-0.5 by default.</param>
+    /// <param name="dropP">Dropout on the attention probabilities (0: none), as F.Dropout(P, dropP, seed, offset)
+    /// on the [B, nH, Lq, Lk] probability tensor (the caller takes <c>B·nH·Lq·Lk</c> offsets from its stream).</param>
     /// <returns>y [B, Lq, nH·d], q's dtype.</returns>
-    public static Tensor Apply(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, float? scale = null)
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, float? scale = null,
+                               float dropP = 0f, ulong seed = 0, ulong offset = 0)
     {
         if (q.Rank != 3 || k.Rank != 3 || v.Rank != 3) throw new ArgumentException($"cross attention: q {q}, k {k}, v {v} must be [B, L, C]");
         int C = q.Dim(2);
         if (C % heads != 0 || k.Dim(2) != C || v.Dim(2) != C) throw new ArgumentException($"cross attention: widths of q {q}, k {k}, v {v} must be one C = {heads}·d");
         if (k.Dim(0) != q.Dim(0) || v.Dim(0) != q.Dim(0) || v.Dim(1) != k.Dim(1)) throw new ArgumentException($"cross attention: q {q}, k {k}, v {v} disagree on B or Lk");
         int d = C / heads;
-        var a = new CrossAttentionShape(q.Dim(0), q.Dim(1), k.Dim(1), heads, d, scale ?? (float)(1.0 / Math.Sqrt(d)));
+        var a = new CrossAttentionShape(q.Dim(0), q.Dim(1), k.Dim(1), heads, d, scale ?? (float)(1.0 / Math.Sqrt(d)), dropP, seed, offset);
         var be = q.Backend;
         var y = be.Empty(a.OutShape, q.DType);
         var lse = be.Empty(a.LseShape, F.StatType(q));

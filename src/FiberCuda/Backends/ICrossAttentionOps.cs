@@ -9,9 +9,15 @@ namespace FiberCuda.Backends;
 /// Geometry of one fused cross-attention call: <see cref="Lq"/> queries per batch item attend over
 /// <see cref="Lk"/> keys (any length: 144 or 576 image tokens, up to ~3,400 in the fine model, up to 256
 /// text tokens), <see cref="Heads"/> heads of <see cref="HeadDim"/> channels, score scale (d^-0.5).
+/// <see cref="DropP"/> &gt; 0 applies dropout to the attention probabilities exactly as F.Dropout on the
+/// [B, nH, Lq, Lk] probability tensor would: element e = ((b·nH + h)·Lq + i)·Lk + j is kept iff
+/// Philox.Uniform(<see cref="Seed"/>, <see cref="Offset"/>, e) ≥ p, kept values scaled by 1/(1−p).
 /// </summary>
-public readonly record struct CrossAttentionShape(int Batch, int Lq, int Lk, int Heads, int HeadDim, float Scale)
+public readonly record struct CrossAttentionShape(int Batch, int Lq, int Lk, int Heads, int HeadDim, float Scale,
+                                                  float DropP = 0f, ulong Seed = 0, ulong Offset = 0)
 {
+    /// <summary>Elements of the (never stored) probability tensor: the dropout stream length.</summary>
+    public long ProbElements => (long)Batch * Heads * Lq * Lk;
     public int Channels => Heads * HeadDim;
     public int[] QShape => [Batch, Lq, Channels];
     public int[] KvShape => [Batch, Lk, Channels];
@@ -22,6 +28,7 @@ public readonly record struct CrossAttentionShape(int Batch, int Lq, int Lk, int
     public void Validate()
     {
         if (Batch < 1 || Lq < 1 || Lk < 1 || Heads < 1 || HeadDim < 1) throw new ArgumentException($"cross attention: bad geometry {this}");
+        if (!(DropP >= 0f && DropP < 1f)) throw new ArgumentException($"cross attention: dropout p {DropP} is outside [0, 1)");
     }
 
     /// <summary>Checks the tensors of a call against this geometry (element counts; shapes may be any view of them).</summary>
@@ -51,7 +58,7 @@ public readonly record struct CrossAttentionShape(int Batch, int Lq, int Lk, int
 /// Forward: q [B, Lq, C], k and v [B, Lk, C] (C = nH·d, head h = channels h·d..h·d+d−1, i.e. the Linear
 /// outputs before SplitHeads); per batch item b and head h, S = scale·q·kᵀ + keyMask[b, j] (additive, per
 /// key, broadcast over heads and queries; none when null), P = softmax over keys, O = P·v, heads merged →
-/// y [B, Lq, C]. lse [B, nH, Lq] (f32; f64 for f64 inputs) is the per-row logsumexp of S.
+/// y [B, Lq, C] (with dropout: O = drop(P)·v). lse [B, nH, Lq] (f32; f64 for f64 inputs) is the per-row logsumexp of S.
 ///
 /// Backward (gradient convention: +=): recomputes P from q, k, the mask and lse; dq, dk, dv (each may be
 /// null when not needed) += the gradients. The mask gets no gradient (it is a constant).

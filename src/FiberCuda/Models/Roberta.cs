@@ -118,10 +118,15 @@ public sealed class RobertaSelfAttention : Module
     public Tensor Forward(Tensor hq, Tensor hkv, Tensor? mask)
     {
         int dh = Query.Weight.Dim(0) / Heads;
-        // Unmasked (the text→image cross-attention) and without attention-probability dropout (eval, or p = 0):
-        // one fused kernel; the same math, and no dropout offset is taken on either path.
-        if (mask is null && !(Drop.Training && Drop.P > 0f) && CrossAttentionOps.Supports(hq.Backend, dh))
-            return CrossAttentionOp.Apply(Query.Forward(hq), Key.Forward(hkv), Value.Forward(hkv), null, Heads, 1f / MathF.Sqrt(dh));
+        // Unmasked (the text→image cross-attention): one fused op. Its probability dropout takes the same
+        // offsets from the context's stream as Drop.Forward on the [B, H, Lq, Lk] tensor would, so both paths
+        // drop the same elements.
+        if (mask is null && CrossAttentionOps.Supports(hq.Backend, dh))
+        {
+            float dropP = Drop.Training ? Drop.P : 0f;
+            ulong offset = dropP > 0f ? Ctx.TakeOffset((long)hq.Dim(0) * Heads * hq.Dim(1) * hkv.Dim(1)) : 0;
+            return CrossAttentionOp.Apply(Query.Forward(hq), Key.Forward(hkv), Value.Forward(hkv), null, Heads, 1f / MathF.Sqrt(dh), dropP, Ctx.Seed, offset);
+        }
         var q = Fx.SplitHeads(Query.Forward(hq), Heads);
         var k = Fx.SplitHeads(Key.Forward(hkv), Heads);
         var v = Fx.SplitHeads(Value.Forward(hkv), Heads);

@@ -83,6 +83,42 @@ public sealed class CrossAttentionCpuTests
         }
     }
 
+    /// <summary>Probability dropout equals F.Dropout on the composed [B, nH, Lq, Lk] probabilities with the same seed and offset.</summary>
+    [TestMethod]
+    public void DropoutEqualsComposedDropout()
+    {
+        var rnd = new Random(77);
+        int B = 2, Lq = 5, Lk = 9, nH = 2, d = 4, C = nH * d;
+        const float p = 0.3f; const ulong seed = 1234, offset = 5000;
+        using var q = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lq * C, 1.5), [B, Lq, C], DType.F64);
+        using var k = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lk * C, 1.5), [B, Lk, C], DType.F64);
+        using var v = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lk * C, 1.5), [B, Lk, C], DType.F64);
+        using var w = Cpu.FromDoubles(WindowAttentionCpuTests.Rand(rnd, B * Lq * C), [B, Lq, C], DType.F64);
+        var mask = PaddingMask(B, Lk, rnd);
+        using var tm = Cpu.FromDoubles(mask, [B, Lk], DType.F64);
+        q.RequiresGrad = true; k.RequiresGrad = true; v.RequiresGrad = true;
+        double[][] Run(Func<Tensor> f)
+        {
+            q.Grad = null; k.Grad = null; v.Grad = null;
+            var y = f(); var yv = y.ToDoubleArray();
+            using (var loss = F.Sum(F.Mul(y, w))) loss.Backward();
+            return [yv, q.Grad!.ToDoubleArray(), k.Grad!.ToDoubleArray(), v.Grad!.ToDoubleArray()];
+        }
+        var fused = Run(() => CrossAttentionOp.Apply(q, k, v, tm, nH, 0.5f, p, seed, offset));
+        var comp = Run(() =>
+        {
+            var s = F.Scale(F.MatMul(Fx.SplitHeads(q, nH), Fx.SplitHeads(k, nH), transB: true), 0.5f);
+            var full = new double[B * nH * Lq * Lk];
+            for (int e = 0; e < full.Length; e++) full[e] = mask[(e / (nH * Lq * Lk)) * Lk + e % Lk];
+            s = F.Add(s, Cpu.FromDoubles(full, [B, nH, Lq, Lk], DType.F64));
+            return Fx.MergeHeads(F.MatMul(F.Dropout(F.Softmax(s), p, seed, offset), Fx.SplitHeads(v, nH)));
+        });
+        string[] what = ["y", "dq", "dk", "dv"];
+        for (int i = 0; i < 4; i++) Assert.IsLessThan(1e-10, WindowAttentionCpuTests.MaxDiff(fused[i], comp[i]), what[i]);
+        using var y0 = CrossAttentionOp.Apply(q, k, v, tm, nH, 0.5f);
+        Assert.IsGreaterThan(1e-3, WindowAttentionCpuTests.MaxDiff(y0.ToDoubleArray(), fused[0]), "dropout made no difference");
+    }
+
     [TestMethod]
     [DataRow(true)]
     [DataRow(false)]

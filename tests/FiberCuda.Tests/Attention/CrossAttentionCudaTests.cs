@@ -41,10 +41,10 @@ public abstract class CrossAttentionCudaTestBase
             $"{what}: worst |diff| {worst:g4} at {at} (cpu {(at >= 0 ? e[at] : 0)}, gpu {(at >= 0 ? a[at] : 0)}), max |cpu| {max:g4}, tol {tol}");
     }
 
-    void Run(int B, int Lq, int Lk, int nH, int d, bool masked, DType dt)
+    void Run(int B, int Lq, int Lk, int nH, int d, bool masked, DType dt, float dropP = 0f)
     {
         var r = new Random(Lq * 1000 + Lk * 10 + d + (int)dt);
-        var a = new CrossAttentionShape(B, Lq, Lk, nH, d, (float)(1 / Math.Sqrt(d)));
+        var a = new CrossAttentionShape(B, Lq, Lk, nH, d, (float)(1 / Math.Sqrt(d)), dropP, 99, 1UL << 40);
         using var qc = Cpu.FromFloats(Rand(r, ShapeUtil.Numel(a.QShape), 1.5), a.QShape, dt);
         using var kc = Cpu.FromFloats(Rand(r, ShapeUtil.Numel(a.KvShape), 1.5), a.KvShape, dt);
         using var vc = Cpu.FromFloats(Rand(r, ShapeUtil.Numel(a.KvShape), 1.5), a.KvShape, dt);
@@ -63,7 +63,7 @@ public abstract class CrossAttentionCudaTestBase
         cpuOp.Forward(qc, kc, vc, mc, a, yc, lc);
         gpuOp.Forward(qg, kg, vg, mg, a, yg, lg);
         bool bf = dt == DType.BF16;
-        string tag = $"B={B} Lq={Lq} Lk={Lk} nH={nH} d={d} mask={masked} {dt.Name()}";
+        string tag = $"B={B} Lq={Lq} Lk={Lk} nH={nH} d={d} mask={masked} p={dropP} {dt.Name()}";
         Close(yc, yg, bf ? 1.0 / 64 : 1e-5, "y " + tag);
         Close(lc, lg, 1e-5, "lse " + tag);
 
@@ -87,6 +87,10 @@ public abstract class CrossAttentionCudaTestBase
     [DataRow(DType.F32)]
     [DataRow(DType.BF16)]
     public void TextToImage(DType dt) { Run(1, 11, 289, 1, 64, false, dt); }
+
+    /// <summary>Probability dropout: the kernels regenerate the CPU reference's Philox decisions in all three passes.</summary>
+    [TestMethod]
+    public void Dropout() { Run(2, 18, 70, 2, 64, false, DType.F32, 0.25f); Run(1, 9, 40, 2, 32, true, DType.BF16, 0.1f); }
 
     [TestMethod]
     public void MaskedHeadDim64AndUnmaskedHeadDim32() { Run(2, 17, 33, 2, 64, true, DType.F32); Run(2, 5, 70, 2, 32, false, DType.F32); }

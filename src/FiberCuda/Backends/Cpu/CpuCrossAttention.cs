@@ -9,6 +9,10 @@ namespace FiberCuda.Backends.Cpu;
 /// </summary>
 public sealed class CpuCrossAttention : ICrossAttentionOps
 {
+    /// <summary>Dropout factor of probability element e: 0 or the float 1/(1−p) the kernels and F.Dropout use (1 without dropout).</summary>
+    internal static double Keep(in CrossAttentionShape a, long e)
+        => a.DropP <= 0f ? 1.0 : Ops.Philox.Uniform(a.Seed, a.Offset, e) >= a.DropP ? (double)(1f / (1f - a.DropP)) : 0.0;
+
     static double[] Read(Tensor t) { var v = new double[t.Numel]; HostIO.Read<double>(t, 0, v); return v; }
     static void Write(Tensor t, double[] v) => HostIO.Write<double>(t, 0, v);
 
@@ -52,6 +56,8 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
                     for (int j = 0; j < a.Lk; j++) mx = Math.Max(mx, s[j]);
                     double sum = 0;
                     for (int j = 0; j < a.Lk; j++) { s[j] = Math.Exp(s[j] - mx); sum += s[j]; }
+                    long e0 = (((long)b * a.Heads + h) * a.Lq + i) * a.Lk;
+                    if (a.DropP > 0f) for (int j = 0; j < a.Lk; j++) s[j] *= Keep(a, e0 + j); // after the sum: lse is of the undropped row
                     long yo0 = ((long)b * a.Lq + i) * C + h * d;
                     for (int c = 0; c < d; c++)
                     {
@@ -97,18 +103,20 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
                     long oi = ((long)b * a.Lq + i) * C + h * d;
                     double Di = 0;
                     for (int c = 0; c < d; c++) Di += g[oi + c] * yo[oi + c];
+                    long e0 = (((long)b * a.Heads + h) * a.Lq + i) * a.Lk;
                     for (int j = 0; j < a.Lk; j++)
                     {
                         long kj = ((long)b * a.Lk + j) * C + h * d;
-                        double p = Math.Exp(s[j] - L);
+                        double p = Math.Exp(s[j] - L), kd = Keep(a, e0 + j);
                         double dp = 0;
                         for (int c = 0; c < d; c++) dp += g[oi + c] * vv[kj + c];
-                        double ds = p * (dp - Di);
+                        // D_i = dO_i·O_i = Σ_j P_ij·(keep·dO_i·v_j) still holds with dropout.
+                        double ds = p * (kd * dp - Di);
                         for (int c = 0; c < d; c++)
                         {
                             if (gq is not null) gq[oi + c] += a.Scale * ds * kv[kj + c];
                             if (gk is not null) gk[kj + c] += a.Scale * ds * qv[oi + c];
-                            if (gv is not null) gv[kj + c] += p * g[oi + c];
+                            if (gv is not null) gv[kj + c] += kd * p * g[oi + c];
                         }
                     }
                 }

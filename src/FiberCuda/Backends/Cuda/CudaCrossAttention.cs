@@ -8,7 +8,8 @@ namespace FiberCuda.Backends.Cuda;
 /// (batch item, head); keys stream through shared memory in tiles of 32 with an online softmax, so Lk is
 /// unbounded; fp32 math; head dim 32 or 64. The backward is three launches: D_i = dO_i·O_i into an f32
 /// scratch, dQ per query row, dK/dV per key row (each block owns its rows: deterministic, no atomics).
-/// Shared memory per block is at most ~25 KB (d = 64), under the 48 KB default.
+/// Attention-probability dropout is the Philox stream of F.Dropout over [B, nH, Lq, Lk], regenerated in
+/// every pass (nothing stored). Shared memory per block is at most ~25 KB (d = 64), under the 48 KB default.
 /// </summary>
 public sealed unsafe class CudaCrossAttention : ICrossAttentionOps
 {
@@ -71,8 +72,9 @@ public sealed unsafe class CudaCrossAttention : ICrossAttentionOps
         int smem = ForwardSharedBytes(a.HeadDim);
         var kr = Kernel(Name("fwd", q, a), smem);
         nint pq = q.Address, pk = k.Address, pv = v.Address, pm = keyMask?.Address ?? 0, py = y.Address, pl = lse.Address;
-        int mdt = MaskDt(keyMask), Lq = a.Lq, Lk = a.Lk, nH = a.Heads; float scale = a.Scale;
-        void** args = stackalloc void*[] { &pq, &pk, &pv, &pm, &mdt, &py, &pl, &Lq, &Lk, &nH, &scale };
+        int mdt = MaskDt(keyMask), Lq = a.Lq, Lk = a.Lk, nH = a.Heads; float scale = a.Scale, dp = a.DropP;
+        ulong seed = a.Seed, off = a.Offset;
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &pm, &mdt, &py, &pl, &Lq, &Lk, &nH, &scale, &dp, &seed, &off };
         _be.Device.Launch(kr, new Dim3((uint)((a.Lq + Rows - 1) / Rows), (uint)(a.Batch * a.Heads)), Warps * 32, smem, args);
     }
 
@@ -91,7 +93,8 @@ public sealed unsafe class CudaCrossAttention : ICrossAttentionOps
         using var dd = _be.Empty(a.LseShape, DType.F32);
         nint pq = q.Address, pk = k.Address, pv = v.Address, pm = keyMask?.Address ?? 0, py = y.Address, pl = lse.Address;
         nint pdy = dy.Address, pd = dd.Address, pdq = dq?.Address ?? 0, pdk = dk?.Address ?? 0, pdv = dv?.Address ?? 0;
-        int mdt = MaskDt(keyMask), B = a.Batch, Lq = a.Lq, Lk = a.Lk, nH = a.Heads; float scale = a.Scale;
+        int mdt = MaskDt(keyMask), B = a.Batch, Lq = a.Lq, Lk = a.Lk, nH = a.Heads; float scale = a.Scale, dp = a.DropP;
+        ulong seed = a.Seed, off = a.Offset;
         uint bh = (uint)(a.Batch * a.Heads);
 
         var kd = Kernel(Name("bwd_dot", q, a), 0);
@@ -103,14 +106,14 @@ public sealed unsafe class CudaCrossAttention : ICrossAttentionOps
         {
             int smem = DqSharedBytes(a.HeadDim);
             var kq = Kernel(Name("bwd_dq", q, a), smem);
-            void** qa = stackalloc void*[] { &pq, &pk, &pv, &pm, &mdt, &pl, &pd, &pdy, &pdq, &Lq, &Lk, &nH, &scale };
+            void** qa = stackalloc void*[] { &pq, &pk, &pv, &pm, &mdt, &pl, &pd, &pdy, &pdq, &Lq, &Lk, &nH, &scale, &dp, &seed, &off };
             _be.Device.Launch(kq, new Dim3((uint)((a.Lq + Rows - 1) / Rows), bh), Warps * 32, smem, qa);
         }
         if (dk is not null || dv is not null)
         {
             int smem = DkdvSharedBytes(a.HeadDim);
             var kk = Kernel(Name("bwd_dkdv", q, a), smem);
-            void** ka = stackalloc void*[] { &pq, &pk, &pv, &pm, &mdt, &pl, &pd, &pdy, &pdk, &pdv, &Lq, &Lk, &nH, &scale };
+            void** ka = stackalloc void*[] { &pq, &pk, &pv, &pm, &mdt, &pl, &pd, &pdy, &pdk, &pdv, &Lq, &Lk, &nH, &scale, &dp, &seed, &off };
             _be.Device.Launch(kk, new Dim3((uint)((a.Lk + Rows - 1) / Rows), bh), Warps * 32, smem, ka);
         }
     }
