@@ -213,6 +213,7 @@ struct Worker
     unsigned long long rng;
     char* stacks;
     size_t stack_size;
+    unsigned guarded;                          // fibers [0, guarded) have their guard page
     unsigned char* dyn;
     size_t dyn_cap;
     uint3 block_idx;
@@ -542,9 +543,12 @@ static void ensure_worker_memory(Worker* w, unsigned nthreads, unsigned long lon
         void* m = mmap(nullptr, w->stack_size * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) { fprintf(stderr, "cuda_emu: cannot map fiber stacks\n"); abort(); }
         w->stacks = (char*)m;
-        for (unsigned i = 0; i < 1024; i++) mprotect(w->stacks + i * w->stack_size, page, PROT_NONE);
+        w->guarded = 0;
     }
-    (void)nthreads;
+    // Guard pages only for the fibers a launch uses: each one splits the mapping, and every kernel library has its
+    // own workers, so guarding all 1024 up front ran the test process into vm.max_map_count (65530).
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (; w->guarded < nthreads; w->guarded++) mprotect(w->stacks + (size_t)w->guarded * w->stack_size, page, PROT_NONE);
     if (dyn > w->dyn_cap)
     {
         free(w->dyn);

@@ -7,6 +7,8 @@ using FiberCuda.Nn;
 using FiberCuda.Runtime;
 using FiberCuda.Tensors;
 
+using static FiberCuda.Tests.Attention.KernelCheck;
+
 namespace FiberCuda.Tests.Attention;
 
 /// <summary>The fused gated residual y = r + α·x on the CPU against the model's composition F.Add(r, Fx.ScaleBy(x, α)) and finite differences.</summary>
@@ -60,16 +62,6 @@ public abstract class GatedResidualCudaTestBase
 
     [TestInitialize]
     public void RequireDevice() => _ = Gpu;
-
-    static float[] Rand(Random r, long n, double s) => Array.ConvertAll(WindowAttentionCpuTests.Rand(r, n, s), v => (float)v);
-
-    static void Close(Tensor cpu, Tensor gpu, double tol, string what)
-    {
-        var e = cpu.ToFloatArray(); var g = gpu.ToFloatArray();
-        double max = Math.Max(1e-6, e.Max(v => Math.Abs((double)v)));
-        for (int i = 0; i < e.Length; i++)
-            if (!(Math.Abs((double)e[i] - g[i]) <= tol * max)) Assert.Fail($"{what}[{i}]: cpu {e[i]}, gpu {g[i]}, max {max}");
-    }
 
     [TestMethod]
     [DataRow(DType.F32, DType.F32, 70001)]

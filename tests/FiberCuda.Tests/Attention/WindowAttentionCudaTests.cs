@@ -6,6 +6,8 @@ using FiberCuda.Backends.Cuda;
 using FiberCuda.Runtime;
 using FiberCuda.Tensors;
 
+using static FiberCuda.Tests.Attention.KernelCheck;
+
 namespace FiberCuda.Tests.Attention;
 
 /// <summary>
@@ -20,25 +22,6 @@ public abstract class WindowAttentionCudaTestBase
 
     [TestInitialize]
     public void RequireDevice() => _ = Gpu;
-
-    static float[] Rand(Random r, long n, double scale) => Array.ConvertAll(WindowAttentionCpuTests.Rand(r, n, scale), v => (float)v);
-
-    /// <summary>|gpu − cpu| ≤ tol·max|cpu| (sums lose absolute precision relative to their largest terms).</summary>
-    static void Close(Tensor cpu, Tensor gpu, double tol, string what)
-    {
-        var e = cpu.ToFloatArray(); var a = gpu.ToFloatArray();
-        Assert.HasCount(e.Length, a, what);
-        double max = e.Max(v => Math.Abs((double)v));
-        double worst = 0; int at = -1;
-        for (int i = 0; i < e.Length; i++)
-        {
-            double d = Math.Abs((double)e[i] - a[i]);
-            if (double.IsNaN(a[i])) d = double.PositiveInfinity;
-            if (d > worst) { worst = d; at = i; }
-        }
-        Assert.IsTrue(worst <= tol * Math.Max(max, 1e-6),
-            $"{what}: worst |diff| {worst:g4} at {at} (cpu {(at >= 0 ? e[at] : 0)}, gpu {(at >= 0 ? a[at] : 0)}), max |cpu| {max:g4}, tol {tol}");
-    }
 
     void Run(int w, int H, int W, int nH, int s, DType dt, DType tdt)
     {
