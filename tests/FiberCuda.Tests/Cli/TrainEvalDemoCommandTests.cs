@@ -110,7 +110,7 @@ public sealed class TrainEvalDemoCommandTests
 
     /// <summary>
     /// The README's main command as a new user runs it (all defaults, CPU): after pre-training, image→text and
-    /// text→image R@1 on the 100 held-out pairs must each be at least 10× chance. About 3.5 minutes on 2 cores.
+    /// text→image R@1 on the 100 held-out pairs must each be at least 10× chance. About 4 minutes on 2 cores.
     /// </summary>
     [TestMethod]
     [TestCategory("Demo")]
