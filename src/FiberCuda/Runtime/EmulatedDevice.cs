@@ -30,6 +30,8 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
 
     readonly EmuCompiler _compiler;
     readonly ConcurrentDictionary<string, Lazy<Library>> _libraries = new(StringComparer.Ordinal);
+    // One kernel object per (file, name), as CudaDevice: a raised MaxDynamicSharedBytes must stick.
+    readonly ConcurrentDictionary<(string File, string Name), IKernel> _kernelObjects = new();
     readonly Dictionary<nint, long> _allocations = new();
     readonly List<nint> _sortedStarts = new();  // for range checks; guarded by _allocations
     readonly object _launchLock = new();
@@ -146,6 +148,11 @@ public sealed unsafe class EmulatedDevice : IGpuDevice
     public IKernel GetKernel(string file, string name)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        return _kernelObjects.GetOrAdd((file, name), key => Resolve(key.File, key.Name));
+    }
+
+    IKernel Resolve(string file, string name)
+    {
         var lib = _libraries.GetOrAdd(file, f => new Lazy<Library>(() => Load(f))).Value;
         if (!NativeLibrary.TryGetExport(lib.Handle, "fiber_emu_launch_" + name, out var fn))
             throw new ArgumentException($"kernels/{file} has no kernel '{name}' (extern \"C\" __global__); it has: {string.Join(", ", lib.Info.Kernels)}");

@@ -21,7 +21,6 @@ public sealed unsafe partial class CudaBackend : IBackend
     readonly bool _ownsDevice;
     readonly CachingAllocator _mem;
     readonly bool _ownsAllocator;
-    readonly Dictionary<(string File, string Name), IKernel> _kernels = new();
     readonly int _maxBlocks;
     readonly int _smCount;
     nint _scratch;
@@ -283,15 +282,7 @@ public sealed unsafe partial class CudaBackend : IBackend
 
     int RowThreads(int C) => Math.Clamp((C + 31) / 32 * 32, 32, _dev.IsEmulated ? 64 : Threads);
 
-    IKernel Kernel(string file, string name)
-    {
-        lock (_kernels)
-        {
-            if (!_kernels.TryGetValue((file, name), out var k))
-                _kernels[(file, name)] = k = _dev.GetKernel(file, name);
-            return k;
-        }
-    }
+    IKernel Kernel(string file, string name) => _dev.GetKernel(file, name);
 
     void Launch(string file, string name, Dim3 grid, Dim3 block, int smem, void** args)
         => Launch(Kernel(file, name), grid, block, smem, args);

@@ -19,18 +19,14 @@ public sealed unsafe class CudaCrossAttention : ICrossAttentionOps
     const int Tile = 32;
 
     readonly CudaBackend _be;
-    readonly Dictionary<string, IKernel> _kernels = new();
 
     public CudaCrossAttention(CudaBackend backend) { _be = backend; }
 
     IKernel Kernel(string name, int smem)
     {
-        lock (_kernels)
-        {
-            if (!_kernels.TryGetValue(name, out var k)) _kernels[name] = k = _be.Device.GetKernel(File, name);
-            if (k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
-            return k;
-        }
+        var k = _be.Device.GetKernel(File, name);
+        if (k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
+        return k;
     }
 
     static string Tn(Tensor t) => t.DType switch

@@ -14,18 +14,10 @@ public sealed unsafe class CudaGatedResidual : IGatedResidualOps
     const int MaxBlocks = 512;
 
     readonly CudaBackend _be;
-    readonly Dictionary<string, IKernel> _kernels = new();
 
     public CudaGatedResidual(CudaBackend backend) { _be = backend; }
 
-    IKernel Kernel(string name)
-    {
-        lock (_kernels)
-        {
-            if (!_kernels.TryGetValue(name, out var k)) _kernels[name] = k = _be.Device.GetKernel(File, name);
-            return k;
-        }
-    }
+    IKernel Kernel(string name) => _be.Device.GetKernel(File, name);
 
     static string Tn(Tensor t) => t.DType switch
     {

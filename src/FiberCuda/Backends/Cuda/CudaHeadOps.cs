@@ -29,7 +29,6 @@ public sealed unsafe class CudaHeadOps : IHeadOps
 
     readonly CudaBackend _be;
     readonly IGpuDevice _dev;
-    readonly Dictionary<(string, string), IKernel> _kernels = new();
     int _tile = 8192;
 
     public CudaHeadOps(CudaBackend backend)
@@ -48,14 +47,7 @@ public sealed unsafe class CudaHeadOps : IHeadOps
 
     // ------------------------------------------------------------------ plumbing
 
-    IKernel Kernel(string file, string name)
-    {
-        lock (_kernels)
-        {
-            if (!_kernels.TryGetValue((file, name), out var k)) _kernels[(file, name)] = k = _dev.GetKernel(file, name);
-            return k;
-        }
-    }
+    IKernel Kernel(string file, string name) => _dev.GetKernel(file, name);
 
     void Launch(string file, string name, Dim3 grid, Dim3 block, void** args) => _dev.Launch(Kernel(file, name), grid, block, 0, args);
 

@@ -19,18 +19,14 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
     const int Ld = 33;
 
     readonly CudaBackend _be;
-    readonly Dictionary<string, IKernel> _kernels = new();
 
     public CudaWindowAttention(CudaBackend backend) { _be = backend; }
 
     IKernel Kernel(string name, int smem)
     {
-        lock (_kernels)
-        {
-            if (!_kernels.TryGetValue(name, out var k)) _kernels[name] = k = _be.Device.GetKernel(File, name);
-            if (k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
-            return k;
-        }
+        var k = _be.Device.GetKernel(File, name);
+        if (k.MaxDynamicSharedBytes < smem) k.MaxDynamicSharedBytes = smem;
+        return k;
     }
 
     static int Dt(Tensor t) => t.DType switch
