@@ -44,6 +44,8 @@ public static class BackwardRules
             case WindowAttentionOp.OpName: WindowAttentionOp.Backward(n, g, sink); break;
             case CrossAttentionOp.OpName: CrossAttentionOp.Backward(n, g, sink); break;
             case GatedResidualOp.OpName: GatedResidualOp.Backward(n, g, sink); break;
+            case PatchMergeNormOp.OpName: PatchMergeNormOp.Backward(n, g, sink); break;
+            case DropPathOp.OpName: DropPathOp.Backward(n, g, sink); break;
             default: throw new NotSupportedException($"no backward rule for op '{n.Op}'");
         }
     }

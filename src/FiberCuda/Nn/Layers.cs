@@ -87,7 +87,8 @@ public sealed class Dropout(NnContext ctx, float p) : Module(ctx)
 /// <summary>
 /// Stochastic depth (timm DropPath): in training each batch element's branch is dropped with
 /// probability p and the kept ones scaled by 1/(1−p); identity in eval mode. The per-sample decision is
-/// the Philox uniform of element b of the context's stream.
+/// the Philox uniform of element b of the context's stream (offset = Ctx.TakeOffset(B), once per call).
+/// Runs as <see cref="DropPathOp"/>: one elementwise pass, the residual add fused in <see cref="Forward(Tensor, Tensor)"/>.
 /// </summary>
 public sealed class DropPath(NnContext ctx, float p) : Module(ctx)
 {
@@ -96,17 +97,13 @@ public sealed class DropPath(NnContext ctx, float p) : Module(ctx)
     public Tensor Forward(Tensor x)
     {
         if (!Training || P <= 0f) return x;
-        int b = x.Dim(0);
-        long per = x.Numel / b;
-        ulong off = Ctx.TakeOffset(b);
-        var m = new double[x.Numel];
-        for (int i = 0; i < b; i++)
-        {
-            double keep = Ops.Philox.Uniform(Ctx.Seed, off, i) >= P ? 1.0 / (1.0 - P) : 0.0;
-            Array.Fill(m, keep, (int)(i * per), (int)per);
-        }
-        // not disposed here: the Mul node keeps it for the backward (the finalizer frees it)
-        var mask = x.Backend.FromDoubles(m, x.Shape, x.DType);
-        return F.Mul(x, mask);
+        return DropPathOp.Apply(x, P, Ctx.Seed, Ctx.TakeOffset(x.Dim(0)));
+    }
+
+    /// <summary>residual + DropPath(y), fused (the Swin block's <c>x + drop_path(f(x))</c>).</summary>
+    public Tensor Forward(Tensor y, Tensor residual)
+    {
+        if (!Training || P <= 0f) return F.Add(residual, y);
+        return DropPathOp.Apply(y, P, Ctx.Seed, Ctx.TakeOffset(y.Dim(0)), residual);
     }
 }
