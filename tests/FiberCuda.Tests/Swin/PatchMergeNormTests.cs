@@ -144,7 +144,8 @@ public abstract class PatchMergeNormCudaTestBase
     [DataRow(DType.F32, DType.BF16, 3, 2, 8, 36)]
     [DataRow(DType.BF16, DType.BF16, 2, 4, 4, 16)]
     [DataRow(DType.BF16, DType.F32, 1, 2, 6, 12)]    // 12 % 8 ≠ 0: scalar bf16
-    [DataRow(DType.BF16, DType.F32, 2, 8, 10, 24)]   // 40 rows: more than the emulator's 8 blocks × rows per block
+    [DataRow(DType.BF16, DType.F32, 2, 8, 10, 24)]   // 40 rows, the last block part empty
+    [DataRow(DType.F32, DType.F32, 2, 16, 12, 8)]    // 96 rows: more than the emulator's 8 blocks × 8 rows (grid stride)
     [DataRow(DType.F32, DType.F32, 1, 2, 4, 600)]    // 4C = 2400: one row per 320-thread block
     [DataRow(DType.BF16, DType.BF16, 1, 4, 2, 131)]  // 4C = 524 scalar, 128-thread groups
     public void MatchesCpu(DType dt, DType wdt, int B, int H, int W, int C)
