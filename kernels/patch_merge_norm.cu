@@ -52,16 +52,23 @@ __device__ __forceinline__ void pm_group_sum2(float& a, float& b, int nw, float*
     a = sa; b = sb;
 }
 
-// Address of gathered element e0 (a unit start) of output row r in x (or dx).
-__device__ __forceinline__ i64 pm_src(i64 r, int e0, int H, int W, int C)
+// Offset in x (or dx) of output row r's quarter-0 source element (b, 2i, 2j, channel 0), once per row.
+__device__ __forceinline__ i64 pm_row(i64 r, int H, int W, int C)
 {
     const int Wo = W >> 1;
     const i64 per = (i64)(H >> 1) * Wo;
     const i64 b = r / per;
     const int t = (int)(r - b * per), i = t / Wo, j = t - i * Wo;
+    return (b * H * W + (i64)(2 * i) * W + 2 * j) * C;
+}
+
+// Offset of gathered element e0 (a unit start) from its row's pm_row: quarter q = e0 / C is source token
+// (2i + (q & 1), 2j + (q >> 1)).
+// The same for every row, so each thread computes its units' offsets once ((W + 2)·C < 2^31 is checked on the host).
+__device__ __forceinline__ int pm_col(int e0, int W, int C)
+{
     const int q = e0 / C, c = e0 - q * C;
-    const i64 tok = (i64)(2 * i + (q & 1)) * W + 2 * j + (q >> 1);
-    return (b * H * W + tok) * C + c;
+    return ((q & 1) * W + (q >> 1)) * C + c;
 }
 
 template <typename T, typename P, int V, int KU>
@@ -84,17 +91,21 @@ __device__ __forceinline__ void pm_fwd(const T* x, const P* gamma, const P* beta
             bv[k * V + j] = e0 < C4 ? to_f(beta[e0 + j]) : 0.0f;
         }
     }
+    int col[KU];
+#pragma unroll
+    for (int k = 0; k < KU; k++) { const int e0 = (k * NT + gt) * V; col[k] = e0 < C4 ? pm_col(e0, W, C) : 0; }
     for (i64 base = (i64)blockIdx.x * G; base < rows; base += (i64)gridDim.x * G)
     {
         const i64 r = base + g;
         const bool ok = r < rows;
+        const T* src = x + (ok ? pm_row(r, H, W, C) : 0);
         float v[E];
         float s = 0.0f, unused = 0.0f;
 #pragma unroll
         for (int k = 0; k < KU; k++)
         {
             const int e0 = (k * NT + gt) * V;
-            if (ok && e0 < C4) pm_load<T, V>(x + pm_src(r, e0, H, W, C), &v[k * V]);
+            if (ok && e0 < C4) pm_load<T, V>(src + col[k], &v[k * V]);
             else
             {
 #pragma unroll
@@ -151,12 +162,16 @@ __device__ __forceinline__ void pm_bwd(const T* x, const P* gamma, const float* 
 #pragma unroll
         for (int j = 0; j < V; j++) { gv[k * V + j] = e0 < C4 ? to_f(gamma[e0 + j]) : 0.0f; ag[k * V + j] = 0.0f; ab[k * V + j] = 0.0f; }
     }
+    int col[KU];
+#pragma unroll
+    for (int k = 0; k < KU; k++) { const int e0 = (k * NT + gt) * V; col[k] = e0 < C4 ? pm_col(e0, W, C) : 0; }
     for (i64 base = (i64)blockIdx.x * G; base < rows; base += (i64)gridDim.x * G)
     {
         const i64 r = base + g;
         const bool ok = r < rows;
         // Rows past the end load zeros and use m = rs = 0: they add nothing.
         const float m = ok ? mean[r] : 0.0f, rs = ok ? rstd[r] : 0.0f;
+        const i64 row = ok ? pm_row(r, H, W, C) : 0;
         float xs[E], ds[E];
         float a = 0.0f, b = 0.0f;
 #pragma unroll
@@ -165,7 +180,7 @@ __device__ __forceinline__ void pm_bwd(const T* x, const P* gamma, const float* 
             const int e0 = (k * NT + gt) * V;
             if (ok && e0 < C4)
             {
-                pm_load<T, V>(x + pm_src(r, e0, H, W, C), &xs[k * V]);
+                pm_load<T, V>(x + row + col[k], &xs[k * V]);
                 pm_load<T, V>(dy + r * C4 + e0, &ds[k * V]);
             }
             else
@@ -192,7 +207,7 @@ __device__ __forceinline__ void pm_bwd(const T* x, const P* gamma, const float* 
                 const int e0 = (k * NT + gt) * V;
                 if (e0 < C4)
                 {
-                    const i64 at = pm_src(r, e0, H, W, C);
+                    const i64 at = row + col[k];
                     float o[V];
                     pm_load<T, V>(dx + at, o);
 #pragma unroll

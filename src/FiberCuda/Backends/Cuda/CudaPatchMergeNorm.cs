@@ -63,6 +63,12 @@ public sealed unsafe class CudaPatchMergeNorm : IPatchMergeNormOps
         return (n, 1, n, vec);
     }
 
+    static void Fits(int width, int c)
+    {
+        // The kernels hold a unit's offset inside its 2×2 block, (W + 1)·C + C, as an int.
+        if ((long)(width + 2) * c > int.MaxValue) throw new ArgumentException($"patch merge norm (CUDA): W = {width}, C = {c} is too wide for the kernel's offsets");
+    }
+
     public void Forward(Tensor x, int height, int width, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd)
     {
         PatchMergeNormOps.Check(x, height, width, weight, bias, mean, rstd);
@@ -71,6 +77,7 @@ public sealed unsafe class CudaPatchMergeNorm : IPatchMergeNormOps
         var (b, c) = PatchMergeNormOps.Geometry(x, height, width);
         long rows = PatchMergeNormOps.Rows(b, height, width);
         if (rows == 0) return;
+        Fits(width, c);
         var (nt, g, threads, vec) = Layout(c, x.DType, x, y);
         var k = _be.Device.GetKernel(File, $"patch_merge_norm_fwd_{Tn(x)}_{Tn(weight)}_{(vec ? "v" : "s")}");
         long cap = _be.Device.IsEmulated ? 8 : (long)_sm * 64;
@@ -92,6 +99,7 @@ public sealed unsafe class CudaPatchMergeNorm : IPatchMergeNormOps
         long rows = PatchMergeNormOps.Rows(b, height, width);
         if (rows == 0) return;
         int c4 = 4 * c;
+        Fits(width, c);
         var (nt, g, threads, vec) = Layout(c, x.DType, x, dy, dx);
         bool weights = dweight is not null || dbias is not null;
         // Persistent grid: each block leaves one 2·4C partial row however many rows it visits, so few blocks
