@@ -147,6 +147,8 @@ public abstract class PatchMergeNormCudaTestBase
     [DataRow(DType.BF16, DType.F32, 2, 8, 10, 24)]   // 40 rows, the last block part empty
     [DataRow(DType.F32, DType.F32, 2, 16, 12, 8)]    // 96 rows: more than the emulator's 8 blocks × 8 rows (grid stride)
     [DataRow(DType.F32, DType.F32, 1, 2, 4, 600)]    // 4C = 2400: one row per 320-thread block
+    [DataRow(DType.BF16, DType.BF16, 1, 2, 4, 256)]  // FIBER-B stage-2 width (4C = 1024): 2 rows of 128 threads per block
+    [DataRow(DType.F32, DType.F32, 1, 4, 2, 512)]    // FIBER-B stage-3 width (4C = 2048): one row per 256-thread block
     [DataRow(DType.BF16, DType.BF16, 1, 4, 2, 131)]  // 4C = 524 scalar, 128-thread groups
     public void MatchesCpu(DType dt, DType wdt, int B, int H, int W, int C)
     {
