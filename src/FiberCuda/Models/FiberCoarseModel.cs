@@ -219,14 +219,14 @@ public sealed class FiberCoarseModel : Module
             for (int b = s == fs ? fb : 0; b < L.Blocks.Count; b++) x = L.Blocks[b].Forward(x);
             if (L.Downsample is not null) x = L.Downsample.Forward(x, L.Grid);
         }
-        var V = ImageTransformItc.Forward(Swin.Norm.Forward(x));
+        var V = ImageTransformItc.Forward(Swin.Norm!.Forward(x));
         return F.L2Normalize(ImagePoolerItc.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2))));
     }
 
     /// <summary>ITC image embedding (§1.6): unfused tower → `vit_model.norm` → transform_itc → token mean → pooler_itc → L2-normalised [B, H].</summary>
     public Tensor ImageOnly(Tensor image)
     {
-        var V = ImageTransformItc.Forward(Swin.Norm.Forward(Swin.Forward(image)));
+        var V = ImageTransformItc.Forward(Swin.Norm!.Forward(Swin.Forward(image)));
         return F.L2Normalize(ImagePoolerItc.Forward(F.Reshape(Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2))));
     }
 }

@@ -157,11 +157,13 @@ public sealed record FiberConfig
     /// fusion on the top 3 Swin blocks (stage 3 block 1 + stage 4 blocks 0, 1) and the top 3 of 4 text layers, so the
     /// text side pairs with two different image widths (like layers 6–9 vs 10–11 of FIBER-B).
     /// </summary>
-    public static FiberConfig Tiny(FiberStage stage = FiberStage.Coarse, int imageSize = 64, bool queryNorm = true) => new()
+    /// <param name="window">Fine only: the fixed window (default 2; 3 makes every stage of a 64×96 input pad partial windows).</param>
+    public static FiberConfig Tiny(FiberStage stage = FiberStage.Coarse, int imageSize = 64, bool queryNorm = true, int? window = null) => new()
     {
-        Name = stage == FiberStage.Coarse ? $"fiber-tiny-coarse-{imageSize}" : (queryNorm ? "fiber-tiny-fine-v3" : "fiber-tiny-fine-v2"),
+        Name = stage == FiberStage.Coarse ? $"fiber-tiny-coarse-{imageSize}" : (queryNorm ? "fiber-tiny-fine-v3" : "fiber-tiny-fine-v2") + (window is { } w && w != 2 ? $"-w{w}" : ""),
         Stage = stage, ImageSize = imageSize, PatchSize = 4, EmbedDim = 6, Depths = [2, 2, 2, 2], NumHeads = [1, 2, 2, 4],
-        WindowSize = stage == FiberStage.Coarse ? imageSize / 32 : 2, MlpRatio = 2,
+        WindowSize = stage == FiberStage.Coarse ? (window is null ? imageSize / 32 : throw new ArgumentException("the coarse window is image_size/32"))
+                                                : window ?? 2, MlpRatio = 2,
         VocabSize = 40, TextHidden = 16, TextLayers = 4, TextHeads = 2, TextIntermediate = 32, MaxPositionEmbeddings = 20,
         NumFuse = 3, FusionQueryNorm = stage == FiberStage.Coarse || queryNorm,
         Heads = stage == FiberStage.Coarse ? ["itc", "mlm", "itm", "vqa", "nlvr2", "caption"] : [],

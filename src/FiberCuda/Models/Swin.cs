@@ -18,8 +18,21 @@ public sealed class PatchEmbed : Module
     public Conv2dPatch Proj { get; }
     public LayerNorm Norm { get; }
 
-    /// <summary>[B, 3, S, S] → [B, (S/p)², C] (row-major grid).</summary>
+    /// <summary>[B, 3, H, W] → [B, (H/p)·(W/p), C] (row-major grid); H and W must be multiples of p.</summary>
     public Tensor Forward(Tensor x) => Norm.Forward(Proj.Forward(x));
+
+    /// <summary>
+    /// The detection Swin's patch embedding: the image is zero-padded at the bottom and right to multiples of p
+    /// first (PatchEmbed.forward's `F.pad`). Returns the tokens and the grid ⌈H/p⌉ × ⌈W/p⌉.
+    /// </summary>
+    public (Tensor Tokens, int Height, int Width) ForwardPadded(Tensor x)
+    {
+        int b = x.Dim(0), c = x.Dim(1), h = x.Dim(2), w = x.Dim(3);
+        int hp = (h + _p - 1) / _p * _p, wp = (w + _p - 1) / _p * _p;
+        if (wp > w) x = F.Concat([x, x.Backend.Zeros([b, c, h, wp - w], x.DType)], 3);
+        if (hp > h) x = F.Concat([x, x.Backend.Zeros([b, c, hp - h, wp], x.DType)], 2);
+        return (Forward(x), hp / _p, wp / _p);
+    }
 
     /// <summary>Conv2d with kernel = stride = p, no padding (`weight` [C, Cin, p, p], `bias` [C]).</summary>
     public sealed class Conv2dPatch : Module
@@ -155,11 +168,10 @@ public sealed class WindowAttention : Module
 /// <summary>One Swin block (fiber-coarse.md §1.4), optionally fused (§3.2).</summary>
 public sealed class SwinBlock : Module
 {
-    readonly Tensor? _mask;
-
     public SwinBlock(NnContext ctx, FiberConfig c, int stage, int block, float dropPath) : base(ctx)
     {
         Stage = stage; Grid = c.StageGrid(stage); Window = c.StageWindow(stage); Shift = c.Shift(stage, block);
+        PadsToWindow = c.Stage == FiberStage.Fine;
         Dim = c.StageDim(stage); Heads = c.NumHeads[stage];
         if (Shift > 0 && c.Stage == FiberStage.Coarse) RecomputedBuffer("attn_mask");
         Norm1 = Child("norm1", new LayerNorm(ctx, Dim, 1e-5f));
@@ -170,13 +182,14 @@ public sealed class SwinBlock : Module
         // The fused kernel does shift, partition, bias, mask and softmax in one pass; the composed path
         // (F ops, the mask expanded to full score tensors) serves the geometries it does not cover.
         FusedWindowKernel = WindowAttentionOps.Supports(ctx.Backend, Dim / Heads, Window);
-        if (Shift > 0 && !FusedWindowKernel)
-            _mask = ctx.Constant($"swin.shift_mask.r{Grid}.w{Window}.s{Shift}.h{Heads}", () => ctx.Backend.FromDoubles(ShiftMask(Grid, Window, Shift, Heads),
-                [(Grid / Window) * (Grid / Window) * Heads * Window * Window * Window * Window], ctx.DType));
     }
 
     public int Stage { get; }
+    /// <summary>The coarse model's (square, fixed) token grid side; the fine model's grid is given per call.</summary>
     public int Grid { get; }
+    /// <summary>Fine (detection) Swin: maps that are not multiples of the window are zero-padded after norm1 and cropped
+    /// after the attention (fiber-fine.md §3.1); the coarse Swin clamps its window to the grid instead.</summary>
+    public bool PadsToWindow { get; }
     /// <summary>Self-attention through <see cref="WindowAttentionOp"/> (one fused kernel) rather than composed F ops.</summary>
     public bool FusedWindowKernel { get; }
     public int Window { get; }
@@ -193,54 +206,73 @@ public sealed class SwinBlock : Module
     /// The shifted-window mask [nW, w², w²] (0 within a region, −100 across), repeated over heads as
     /// [nW, heads, w², w²]: regions are [0, R−w), [R−w, R−s), [R−s, R) on rows × the same on columns.
     /// </summary>
-    public static double[] ShiftMask(int r, int w, int s, int heads)
+    public static double[] ShiftMask(int r, int w, int s, int heads) => ShiftMask(r, r, w, s, heads);
+
+    /// <summary><see cref="ShiftMask(int,int,int,int)"/> of an <paramref name="h"/>×<paramref name="wd"/> map (the padded
+    /// size: BasicLayer.get_attention_mask labels the padded map).</summary>
+    public static double[] ShiftMask(int h, int wd, int w, int s, int heads)
     {
         static int Band(int i, int r, int w, int s) => i < r - w ? 0 : i < r - s ? 1 : 2;
-        int nw = r / w, n = w * w;
-        var m = new double[(long)nw * nw * heads * n * n];
+        int nh = h / w, nw = wd / w, n = w * w;
+        var m = new double[(long)nh * nw * heads * n * n];
         long o = 0;
-        for (int wr = 0; wr < nw; wr++)
+        for (int wr = 0; wr < nh; wr++)
             for (int wc = 0; wc < nw; wc++)
             {
                 var label = new int[n];
-                for (int t = 0; t < n; t++) label[t] = Band(wr * w + t / w, r, w, s) * 3 + Band(wc * w + t % w, r, w, s);
-                for (int h = 0; h < heads; h++)
+                for (int t = 0; t < n; t++) label[t] = Band(wr * w + t / w, h, w, s) * 3 + Band(wc * w + t % w, wd, w, s);
+                for (int hd = 0; hd < heads; hd++)
                     for (int i = 0; i < n; i++)
                         for (int j = 0; j < n; j++) m[o++] = label[i] == label[j] ? 0.0 : -100.0;
             }
         return m;
     }
 
-    /// <summary>x [B, R², C]; text [B, L, Dt] with its mask provider for fused blocks, or null.</summary>
-    public Tensor Forward(Tensor x, Tensor? text = null, TextMasks? masks = null)
+    /// <summary>x [B, R², C] on the coarse model's fixed grid; text [B, L, Dt] with its mask provider for fused blocks, or null.</summary>
+    public Tensor Forward(Tensor x, Tensor? text = null, TextMasks? masks = null) => Forward(x, Grid, Grid, text, masks);
+
+    /// <summary>x [B, h·w, C] (row-major grid); text [B, L, Dt] with its mask provider for fused blocks, or null.</summary>
+    public Tensor Forward(Tensor x, int height, int width, Tensor? text = null, TextMasks? masks = null)
     {
-        int b = x.Dim(0), r = Grid, w = Window, c = Dim, nw = r / w;
-        if (x.Dim(1) != r * r || x.Dim(2) != c) throw new ArgumentException($"Swin block ({Stage}): {x} is not [B,{r * r},{c}]");
+        int b = x.Dim(0), w = Window, c = Dim;
+        if (x.Dim(1) != height * width || x.Dim(2) != c) throw new ArgumentException($"Swin block ({Stage}): {x} is not [B,{height}x{width},{c}]");
+        int hp = height, wp = width;
+        if (PadsToWindow) { hp = (height + w - 1) / w * w; wp = (width + w - 1) / w * w; }
+        else if (height % w != 0 || width % w != 0) throw new ArgumentException($"Swin block ({Stage}): grid {height}x{width} is not a multiple of window {w}");
+        // Padded tokens are zeros after norm1 (their q, k, v are the qkv bias) and are attended to, as in the official code.
+        var xn = Fx.PadGrid(Norm1.Forward(x), height, width, hp, wp);
         Tensor a;
         if (FusedWindowKernel)
         {
             // qkv stays in token order: the kernel rolls, partitions and reverses in its loads and stores.
-            var qkv = Attn.Qkv.Forward(Norm1.Forward(x));
-            a = Attn.Proj.Forward(WindowAttentionOp.Apply(qkv, Attn.Table, r, r, Heads, w, Shift));
+            var qkv = Attn.Qkv.Forward(xn);
+            a = Attn.Proj.Forward(Fx.CropGrid(WindowAttentionOp.Apply(qkv, Attn.Table, hp, wp, Heads, w, Shift), hp, wp, height, width));
         }
         else
         {
-            var h = F.Reshape(Norm1.Forward(x), b, r, r, c);
+            int nh = hp / w, nw = wp / w;
+            var h = F.Reshape(xn, b, hp, wp, c);
             if (Shift > 0) h = Fx.Roll(Fx.Roll(h, -Shift, 1), -Shift, 2);
-            var win = F.Reshape(F.Permute(F.Reshape(h, b, nw, w, nw, w, c), 0, 1, 3, 2, 4, 5), b * nw * nw, w * w, c);
-            a = Attn.Forward(win, b, _mask);
-            a = F.Reshape(F.Permute(F.Reshape(a, b, nw, nw, w, w, c), 0, 1, 3, 2, 4, 5), b, r, r, c);
+            var win = F.Reshape(F.Permute(F.Reshape(h, b, nh, w, nw, w, c), 0, 1, 3, 2, 4, 5), b * nh * nw, w * w, c);
+            a = Attn.Forward(win, b, Shift > 0 ? ShiftMaskTensor(hp, wp) : null);
+            a = F.Reshape(F.Permute(F.Reshape(a, b, nh, nw, w, w, c), 0, 1, 3, 2, 4, 5), b, hp, wp, c);
             if (Shift > 0) a = Fx.Roll(Fx.Roll(a, Shift, 1), Shift, 2);
-            a = F.Reshape(a, b, r * r, c);
+            a = Fx.CropGrid(F.Reshape(a, b, hp * wp, c), hp, wp, height, width);
         }
         if (text is not null)
         {
             if (!Attn.Fused) throw new InvalidOperationException($"Swin block of stage {Stage} is not a fusion block");
+            // Per token, so running it on the cropped map equals the official per-window call followed by the crop.
             a = Attn.CrossForward(a, text, masks!);
         }
         var (sum, y) = F.LayerNormResidual(Drop.Forward(a), x, Norm2.Weight, Norm2.Bias, Norm2.Eps);
         return F.Add(sum, Drop.Forward(Mlp.Forward(y)));
     }
+
+    /// <summary>The composed path's shift mask for an hp×wp (padded) map, shared by the blocks of a model.</summary>
+    Tensor ShiftMaskTensor(int hp, int wp) =>
+        Ctx.Constant($"swin.shift_mask.{hp}x{wp}.w{Window}.s{Shift}.h{Heads}", () => Ctx.Backend.FromDoubles(ShiftMask(hp, wp, Window, Shift, Heads),
+            [(hp / Window) * (wp / Window) * Heads * Window * Window * Window * Window], Ctx.DType));
 }
 
 /// <summary>`downsample`: 2×2 neighbours concatenated in the order (even,even), (odd,even), (even,odd), (odd,odd)
@@ -255,11 +287,16 @@ public sealed class PatchMerging : Module
     public Linear Reduction { get; }
     public LayerNorm Norm { get; }
 
-    public Tensor Forward(Tensor x, int grid)
+    public Tensor Forward(Tensor x, int grid) => Forward(x, grid, grid);
+
+    /// <summary>x [B, h·w, C] → [B, (h/2)·(w/2), 2C]; h and w must be even (the official module asserts it).</summary>
+    public Tensor Forward(Tensor x, int height, int width)
     {
-        int b = x.Dim(0), c = x.Dim(2), g = grid / 2;
-        // [B, g, 2(row parity), g, 2(col parity), C] → [B, g, g, col parity, row parity, C]: channel block = 2·col + row.
-        var m = F.Reshape(F.Permute(F.Reshape(x, b, g, 2, g, 2, c), 0, 1, 3, 4, 2, 5), b, g * g, 4 * c);
+        int b = x.Dim(0), c = x.Dim(2), gh = height / 2, gw = width / 2;
+        if (height % 2 != 0 || width % 2 != 0 || x.Dim(1) != height * width)
+            throw new ArgumentException($"patch merging: {x} is not an even {height}x{width} grid (pad the image to a multiple of 32)");
+        // [B, gh, 2(row parity), gw, 2(col parity), C] → [B, gh, gw, col parity, row parity, C]: channel block = 2·col + row.
+        var m = F.Reshape(F.Permute(F.Reshape(x, b, gh, 2, gw, 2, c), 0, 1, 3, 4, 2, 5), b, gh * gw, 4 * c);
         return Reduction.Forward(Norm.Forward(m));
     }
 }
@@ -274,15 +311,19 @@ public sealed class BasicLayer : Module
     }
     public int Stage { get; }
     public int Grid { get; }
-    /// <summary>Self-attention through <see cref="WindowAttentionOp"/> (one fused kernel) rather than composed F ops.</summary>
-    public bool FusedWindowKernel { get; }
     public ModuleList<SwinBlock> Blocks { get; }
     public PatchMerging? Downsample { get; }
 }
 
-/// <summary>`vit_model`: the coarse FIBER Swin (no absolute position embedding; window S/32 clamped to each grid).</summary>
+/// <summary>
+/// The Swin image tower. Coarse (`vit_model`): no absolute position embedding, window S/32 clamped to each grid, one final
+/// `norm` (fiber-coarse.md §1). Fine (`fusion_backbone.backbone.body`): window fixed and maps padded to it, per-stage output
+/// norms `norm1`..`norm3` on each stage's pre-downsample output, `norm0` an Identity (fiber-fine.md §3.1).
+/// </summary>
 public sealed class SwinTransformer : Module
 {
+    readonly LayerNorm?[] _outNorms;
+
     public SwinTransformer(NnContext ctx, FiberConfig c, float dropPathRate = 0.1f) : base(ctx)
     {
         Config = c;
@@ -293,14 +334,40 @@ public sealed class SwinTransformer : Module
         // Stochastic depth rises linearly over all blocks: block k of N gets rate·k/(N−1).
         Layers = Child("layers", new ModuleList<BasicLayer>(ctx, Enumerable.Range(0, c.NumStages).Select(s =>
             new BasicLayer(ctx, c, s, k => total <= 1 ? 0f : (float)(dropPathRate * (first[s] + k) / (total - 1))))));
-        Norm = Child("norm", new LayerNorm(ctx, c.FinalDim, 1e-5f));
+        _outNorms = new LayerNorm?[c.NumStages];
+        if (c.Stage == FiberStage.Coarse) Norm = Child("norm", new LayerNorm(ctx, c.FinalDim, 1e-5f));
+        else
+            for (int s = 1; s < c.NumStages; s++) _outNorms[s] = Child($"norm{s}", new LayerNorm(ctx, c.StageDim(s), 1e-5f));
     }
     public FiberConfig Config { get; }
     public PatchEmbed PatchEmbed { get; }
     public ModuleList<BasicLayer> Layers { get; }
-    public LayerNorm Norm { get; }
+    /// <summary>The coarse tower's final LayerNorm (null in the fine tower).</summary>
+    public LayerNorm? Norm { get; }
 
-    /// <summary>The unfused image tower: all stages, no text, without the final LayerNorm: [B, (S/32)², C₄].</summary>
+    /// <summary>Fine tower: the output norm of stage s applied to its pre-downsample output (stage 0: Identity).</summary>
+    public Tensor OutNorm(int s, Tensor x)
+    {
+        if (Config.Stage != FiberStage.Fine) throw new InvalidOperationException("per-stage output norms exist in the fine Swin only");
+        return _outNorms[s] is { } n ? n.Forward(x) : x;
+    }
+
+    /// <summary>The unfused fine image tower: every stage without text, each output through its output norm (C2..C5).</summary>
+    public FeatureMap[] ForwardFeatures(Tensor image)
+    {
+        var (x, h, w) = PatchEmbed.ForwardPadded(image);
+        var feats = new FeatureMap[Config.NumStages];
+        for (int s = 0; s < Config.NumStages; s++)
+        {
+            var L = Layers[s];
+            for (int k = 0; k < L.Blocks.Count; k++) x = L.Blocks[k].Forward(x, h, w);
+            feats[s] = new FeatureMap(OutNorm(s, x), h, w);
+            if (L.Downsample is not null) { x = L.Downsample.Forward(x, h, w); h /= 2; w /= 2; }
+        }
+        return feats;
+    }
+
+    /// <summary>The unfused coarse image tower: all stages, no text, without the final LayerNorm: [B, (S/32)², C₄].</summary>
     public Tensor Forward(Tensor image)
     {
         var x = PatchEmbed.Forward(image);

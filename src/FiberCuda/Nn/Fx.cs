@@ -56,6 +56,31 @@ public static class Fx
         return F.Concat([F.Slice(x, axis, n - k, k), F.Slice(x, axis, 0, n - k)], axis);
     }
 
+    /// <summary>
+    /// Zero-pads a token grid [B, h·w, C] (row-major) at the bottom and right to [B, hp·wp, C], as the detection Swin's
+    /// `F.pad` after norm1; the gradient of the padding is dropped.
+    /// </summary>
+    public static Tensor PadGrid(Tensor x, int h, int w, int hp, int wp)
+    {
+        if (hp == h && wp == w) return x;
+        int b = x.Dim(0), c = x.Dim(2);
+        var g = F.Reshape(x, b, h, w, c);
+        if (wp > w) g = F.Concat([g, x.Backend.Zeros([b, h, wp - w, c], x.DType)], 2);
+        if (hp > h) g = F.Concat([g, x.Backend.Zeros([b, hp - h, wp, c], x.DType)], 1);
+        return F.Reshape(g, b, hp * wp, c);
+    }
+
+    /// <summary>The top-left h×w tokens of a grid [B, hp·wp, C] (the crop after the detection Swin's attention).</summary>
+    public static Tensor CropGrid(Tensor x, int hp, int wp, int h, int w)
+    {
+        if (hp == h && wp == w) return x;
+        int b = x.Dim(0), c = x.Dim(2);
+        var g = F.Reshape(x, b, hp, wp, c);
+        if (hp > h) g = F.Slice(g, 1, 0, h);
+        if (wp > w) g = F.Slice(g, 2, 0, w);
+        return F.Reshape(g, b, h * w, c);
+    }
+
     /// <summary>[B, L, H·dh] → [B, H, L, dh].</summary>
     public static Tensor SplitHeads(Tensor x, int heads)
     {

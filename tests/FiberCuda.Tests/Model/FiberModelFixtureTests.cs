@@ -107,7 +107,7 @@ public sealed class FiberModelFixtureTests
             Fx.AssertOutput($"tap.image.stage{s}", x, OutTol(dt), log);
             if (L.Downsample is not null) x = L.Downsample.Forward(x, L.Grid);
         }
-        var V = m.ImageTransformItc.Forward(m.Swin.Norm.Forward(x));
+        var V = m.ImageTransformItc.Forward(m.Swin.Norm!.Forward(x));
         var itc = F.L2Normalize(m.ImagePoolerItc.Forward(F.Reshape(Nn.Fx.MeanTokens(V), V.Dim(0), 1, V.Dim(2))));
         Fx.AssertOutput("out.image.hidden", x, OutTol(dt), log);
         Fx.AssertOutput("out.image.itc", itc, OutTol(dt), log);

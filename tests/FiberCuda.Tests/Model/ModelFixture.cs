@@ -15,10 +15,15 @@ namespace FiberCuda.Tests.Model;
 /// </summary>
 sealed class ModelFixture
 {
-    public static string PathOf => System.IO.Path.Combine(AppContext.BaseDirectory, "Fixtures", "model", "tiny_coarse_model.safetensors");
+    public static string PathOf => File("tiny_coarse_model.safetensors");
+    static string File(string name) => System.IO.Path.Combine(AppContext.BaseDirectory, "Fixtures", "model", name);
 
     static readonly Lazy<ModelFixture> _instance = new(() => new ModelFixture(PathOf));
     public static ModelFixture Instance => _instance.Value;
+
+    /// <summary>The tiny fine backbones (tools/fixtures/make_fine_fixtures.py), fusion v2 and v3.</summary>
+    static readonly Lazy<ModelFixture> _fineV2 = new(() => new ModelFixture(File("tiny_fine_v2.safetensors"))), _fineV3 = new(() => new ModelFixture(File("tiny_fine_v3.safetensors")));
+    public static ModelFixture Fine(int version) => version switch { 2 => _fineV2.Value, 3 => _fineV3.Value, _ => throw new ArgumentOutOfRangeException(nameof(version)) };
 
     public readonly Dictionary<string, HostTensor> T = [];
 
