@@ -138,27 +138,30 @@ public sealed class RobertaSelfAttention : Module
 }
 
 /// <summary>`attention.output` / `crossattention_t2i.output`: dense + dropout. FIBER moved the residual + LayerNorm
-/// into the layer, so `LayerNorm` is applied there (and never for the cross-attention one).</summary>
+/// into the layer, so `LayerNorm` is applied there (and never for the cross-attention one, which the fine model's
+/// roberta-fused-v2 replaces by an Identity: no parameters).</summary>
 public sealed class RobertaSelfOutput : Module
 {
-    public RobertaSelfOutput(NnContext ctx, int hidden, float dropout) : base(ctx)
+    readonly LayerNorm? _norm;
+
+    public RobertaSelfOutput(NnContext ctx, int hidden, float dropout, bool norm = true) : base(ctx)
     {
         Dense = Child("dense", new Linear(ctx, hidden, hidden));
-        Norm = Child("LayerNorm", new LayerNorm(ctx, hidden, 1e-5f));
+        if (norm) _norm = Child("LayerNorm", new LayerNorm(ctx, hidden, 1e-5f));
         Drop = Child("dropout", new Dropout(ctx, dropout));
     }
     public Linear Dense { get; }
-    public LayerNorm Norm { get; }
+    public LayerNorm Norm => _norm ?? throw new InvalidOperationException("this attention output has no LayerNorm (an Identity in the official module)");
     public Dropout Drop { get; }
     public Tensor Forward(Tensor x) => Drop.Forward(Dense.Forward(x));
 }
 
 public sealed class RobertaAttention : Module
 {
-    public RobertaAttention(NnContext ctx, int hidden, int kvDim, int heads, float dropout) : base(ctx)
+    public RobertaAttention(NnContext ctx, int hidden, int kvDim, int heads, float dropout, bool outputNorm = true) : base(ctx)
     {
         Self = Child("self", new RobertaSelfAttention(ctx, hidden, kvDim, heads, dropout));
-        Output = Child("output", new RobertaSelfOutput(ctx, hidden, dropout));
+        Output = Child("output", new RobertaSelfOutput(ctx, hidden, dropout, outputNorm));
     }
     public RobertaSelfAttention Self { get; }
     public RobertaSelfOutput Output { get; }
@@ -198,7 +201,7 @@ public sealed class RobertaLayer : Module
         bool fused = c.IsFusedTextLayer(index);
         if (coarse || fused) Alpha = Param("alpha_t2i", 1);
         Attention = Child("attention", new RobertaAttention(ctx, c.TextHidden, c.TextHidden, c.TextHeads, dropout));
-        if (fused) Cross = Child("crossattention_t2i", new RobertaAttention(ctx, c.TextHidden, c.TextCrossKvDim(index), c.TextHeads, dropout));
+        if (fused) Cross = Child("crossattention_t2i", new RobertaAttention(ctx, c.TextHidden, c.TextCrossKvDim(index), c.TextHeads, dropout, outputNorm: coarse));
         Intermediate = Child("intermediate", new DenseHolder(ctx, c.TextHidden, c.TextIntermediate));
         Output = Child("output", new RobertaOutput(ctx, c.TextIntermediate, c.TextHidden, dropout));
     }

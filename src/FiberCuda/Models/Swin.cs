@@ -266,7 +266,7 @@ public sealed class SwinBlock : Module
             a = Attn.CrossForward(a, text, masks!);
         }
         var (sum, y) = F.LayerNormResidual(Drop.Forward(a), x, Norm2.Weight, Norm2.Bias, Norm2.Eps);
-        return F.Add(sum, Drop.Forward(Mlp.Forward(y)));
+        return Drop.Forward(Mlp.Forward(y), sum);
     }
 
     /// <summary>The composed path's shift mask for an hp×wp (padded) map, shared by the blocks of a model.</summary>
@@ -292,12 +292,10 @@ public sealed class PatchMerging : Module
     /// <summary>x [B, h·w, C] → [B, (h/2)·(w/2), 2C]; h and w must be even (the official module asserts it).</summary>
     public Tensor Forward(Tensor x, int height, int width)
     {
-        int b = x.Dim(0), c = x.Dim(2), gh = height / 2, gw = width / 2;
         if (height % 2 != 0 || width % 2 != 0 || x.Dim(1) != height * width)
             throw new ArgumentException($"patch merging: {x} is not an even {height}x{width} grid (pad the image to a multiple of 32)");
-        // [B, gh, 2(row parity), gw, 2(col parity), C] → [B, gh, gw, col parity, row parity, C]: channel block = 2·col + row.
-        var m = F.Reshape(F.Permute(F.Reshape(x, b, gh, 2, gw, 2, c), 0, 1, 3, 4, 2, 5), b, gh * gw, 4 * c);
-        return Reduction.Forward(Norm.Forward(m));
+        // One kernel gathers each 2×2 neighbourhood (channel block 2·col + row) and normalises it: no gathered copy.
+        return Reduction.Forward(PatchMergeNormOp.Apply(x, height, width, Norm.Weight, Norm.Bias, Norm.Eps));
     }
 }
 

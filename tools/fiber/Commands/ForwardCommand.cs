@@ -28,11 +28,13 @@ public sealed record ForwardOptions
 }
 
 /// <summary>
-/// `fiber forward`: the coarse FIBER on an input file (`pixel_values` [B,3,S,S] float, `input_ids` and
-/// `attention_mask` [B,L] i64), writing the fused path's `image_feats` [B,N,H], `text_feats` [B,L,H] and
+/// `fiber forward`: a FIBER backbone on an input file (`pixel_values` [B,3,H,W] float, `input_ids` and
+/// `attention_mask` [B,L] i64). Coarse configs write the fused path's `image_feats` [B,N,H], `text_feats` [B,L,H] and
 /// `cls_feats` [B,2H] (fiber-coarse.md §3.4) and the unfused ITC embeddings `itc_image` / `itc_text` [B,H]
-/// (§1.6, §3.5 `image_only` / `text_only`: the *_itc transforms and poolers, L2-normalised). Outputs are f32
-/// whatever the compute dtype, so a bf16 run compares directly with an f32 one or with PyTorch.
+/// (§1.6, §3.5 `image_only` / `text_only`: the *_itc transforms and poolers, L2-normalised). Fine configs write the
+/// fused backbone's stage outputs `c2`..`c5` [B,C,h,w] (after the output norms, the FPN's inputs) and the text side's
+/// `hidden` and `embedded` [B,L,768] (`language_dict_features`, fiber-fine.md §3.4). Outputs are f32 whatever the
+/// compute dtype, so a bf16 run compares directly with an f32 one or with PyTorch.
 /// </summary>
 public static class ForwardCommand
 {
@@ -40,12 +42,13 @@ public static class ForwardCommand
     public const string InputIds = "input_ids";
     public const string AttentionMask = "attention_mask";
     public static readonly string[] OutputNames = ["image_feats", "text_feats", "cls_feats", "itc_image", "itc_text"];
+    public static readonly string[] FineOutputNames = ["c2", "c3", "c4", "c5", "hidden", "embedded"];
 
     public static Command Create()
     {
         var config = new Option<string?>("--config") { Description = "preset name or config.json (default: the config in the weights' metadata, else config.json beside them)" };
         var weights = new Option<string>("--weights", "-w") { Description = "engine weights (model.safetensors from `fiber convert`)", Required = true };
-        var input = new Option<string>("--input", "-i") { Description = "safetensors with pixel_values [B,3,S,S] f32, input_ids and attention_mask [B,L] i64", Required = true };
+        var input = new Option<string>("--input", "-i") { Description = "safetensors with pixel_values [B,3,H,W] f32 (coarse: H = W = image size), input_ids and attention_mask [B,L] i64", Required = true };
         var output = new Option<string>("--out", "-o") { Description = "output safetensors (written atomically)", Required = true };
         var device = new Option<string>("--device") { Description = "cpu | gpu | emu (emulated GPU) | auto (GPU if present, else CPU)", DefaultValueFactory = _ => "auto" };
         device.AcceptOnlyFromAmong("cpu", "gpu", "emu", "auto");
@@ -53,7 +56,7 @@ public static class ForwardCommand
         dtype.AcceptOnlyFromAmong("f32", "bf16", "f64");
         var batch = new Option<int>("--batch-size") { Description = "images per forward call (0: all at once)", DefaultValueFactory = _ => 0 };
 
-        var cmd = new Command("forward", "run the coarse FIBER on an input file and write its features (to check the port against PyTorch)");
+        var cmd = new Command("forward", "run a FIBER backbone (coarse or fine) on an input file and write its features (to check the port against PyTorch)");
         foreach (var o in new Option[] { config, weights, input, output, device, dtype, batch }) cmd.Options.Add(o);
         cmd.SetAction(pr => Run(new ForwardOptions
         {
@@ -79,25 +82,27 @@ public static class ForwardCommand
         // Everything that can be checked on the host is checked before a device is opened or a weight is read.
         using var src = WeightFiles.Open(o.Weights);
         var cfg = ResolveConfig(o.Config, o.Weights, src);
-        if (cfg.Stage != FiberStage.Coarse) throw new InputMismatchException($"{cfg.Name} is a {cfg.Stage.ToString().ToLowerInvariant()} config; `fiber forward` runs the coarse model only");
-        if (cfg.WindowSize != cfg.ImageSize / 32)
+        bool fine = cfg.Stage == FiberStage.Fine;
+        if (!fine && cfg.WindowSize != cfg.ImageSize / 32)
             throw new InputMismatchException($"{cfg.Name}: the coarse Swin's window is image_size/32 = {cfg.ImageSize / 32}, not {cfg.WindowSize}");
         Inputs inp;
         using (var f = SafeTensorsFile.Open(o.Input)) inp = ReadInputs(f, cfg, log);
+        var names = fine ? FineOutputNames : OutputNames;
 
         var (be, owned, devName) = Devices.OpenBackend(o.Device, dtype);
         try
         {
             var sw = Stopwatch.StartNew();
-            var model = new FiberCoarseModel(new NnContext(be, dtype), cfg);
-            try { model.LoadBackbone(src); }
+            var ctx = new NnContext(be, dtype);
+            Module model = fine ? new FiberFineModel(ctx, cfg) : new FiberCoarseModel(ctx, cfg);
+            try { if (model is FiberFineModel fm) fm.LoadBackbone(src); else ((FiberCoarseModel)model).LoadBackbone(src); }
             catch (WeightLoadException e) { throw new WeightLoadException($"{o.Weights}: does not fit {cfg.Name}: {e.Report}", e.Report); }
             model.Eval();
             double loadS = sw.Elapsed.TotalSeconds;
 
-            int B = inp.Text.Batch, S = cfg.ImageSize, chunk = o.BatchSize == 0 ? B : Math.Min(o.BatchSize, B);
-            int perImage = 3 * S * S;
-            var outs = OutputNames.ToDictionary(n => n, _ => new List<float>());
+            int B = inp.Text.Batch, H = inp.Height, W = inp.Width, chunk = o.BatchSize == 0 ? B : Math.Min(o.BatchSize, B);
+            int perImage = 3 * H * W;
+            var outs = names.ToDictionary(n => n, _ => new List<float>());
             var shapes = new Dictionary<string, long[]>();
             sw.Restart();
             for (int b0 = 0; b0 < B; b0 += chunk)
@@ -107,13 +112,23 @@ public static class ForwardCommand
                 // One scope per chunk hands its activations back to the allocator before the next one.
                 using var scope = new TensorScope();
                 using var _ = Grad.NoGrad();
-                var img = be.FromDoubles(inp.Pixels[(b0 * perImage)..((b0 + n) * perImage)], [n, 3, S, S], dtype);
-                var fused = model.Forward(img, text);
-                var results = new (string Name, Tensor T)[]
+                var img = be.FromDoubles(inp.Pixels[(b0 * perImage)..((b0 + n) * perImage)], [n, 3, H, W], dtype);
+                (string Name, Tensor T)[] results;
+                if (model is FiberFineModel fm)
                 {
-                    ("image_feats", fused.ImageFeats), ("text_feats", fused.TextFeats), ("cls_feats", fused.ClsFeats),
-                    ("itc_image", model.ImageOnly(img)), ("itc_text", model.TextOnly(text)),
-                };
+                    var o2 = fm.Forward(img, text);
+                    results = [.. o2.Features.Select((m, s) => ($"c{s + 2}", m.ToNchw())), ("hidden", o2.TextHidden), ("embedded", o2.TextEmbedded)];
+                }
+                else
+                {
+                    var cm = (FiberCoarseModel)model;
+                    var fused = cm.Forward(img, text);
+                    results =
+                    [
+                        ("image_feats", fused.ImageFeats), ("text_feats", fused.TextFeats), ("cls_feats", fused.ClsFeats),
+                        ("itc_image", cm.ImageOnly(img)), ("itc_text", cm.TextOnly(text)),
+                    ];
+                }
                 foreach (var (name, t) in results)
                 {
                     outs[name].AddRange(t.ToFloatArray());
@@ -122,7 +137,7 @@ public static class ForwardCommand
             }
             double runS = sw.Elapsed.TotalSeconds;
 
-            var tensors = OutputNames.Select(n => KeyValuePair.Create(n, HostTensor.FromFloats(outs[n].ToArray(), shapes[n]))).ToList();
+            var tensors = names.Select(n => KeyValuePair.Create(n, HostTensor.FromFloats(outs[n].ToArray(), shapes[n]))).ToList();
             var meta = new Dictionary<string, string>
             {
                 ["format"] = "fibercuda-forward",
@@ -136,7 +151,7 @@ public static class ForwardCommand
 
             log.WriteLine($"config  {cfg.Name}");
             log.WriteLine($"device  {devName}, {o.DType}");
-            log.WriteLine($"input   {B} images {S}x{S}, text [{B},{inp.Text.Length}]{(chunk < B ? $", {chunk} per call" : "")}");
+            log.WriteLine($"input   {B} images {H}x{W}, text [{B},{inp.Text.Length}]{(chunk < B ? $", {chunk} per call" : "")}");
             log.WriteLine($"time    load {loadS:F2} s, forward {runS:F2} s");
             foreach (var (n, t) in tensors) log.WriteLine($"output  {n,-12} f32{HostTensor.Fmt(t.Shape)}");
             log.WriteLine($"wrote   {o.Out}");
@@ -193,7 +208,7 @@ public static class ForwardCommand
 
     // ------------------------------------------------------------------ inputs
 
-    sealed record Inputs(double[] Pixels, TextBatch Text);
+    sealed record Inputs(double[] Pixels, int Height, int Width, TextBatch Text);
 
     static readonly WeightDType[] FloatTypes = [WeightDType.F32, WeightDType.BF16, WeightDType.F16, WeightDType.F64];
     static readonly WeightDType[] IndexTypes = [WeightDType.I64, WeightDType.I32];
@@ -214,8 +229,21 @@ public static class ForwardCommand
         foreach (var t in new[] { ids, mask })
             if (!IndexTypes.Contains(t.DType)) throw new InputMismatchException(Where($"{t.Name} is {t.DType.Lower()}; it must be i64 (or i32)"));
         int S = c.ImageSize;
-        if (pv.Shape.Length != 4 || pv.Shape[1] != 3 || pv.Shape[2] != S || pv.Shape[3] != S || pv.Shape[0] < 1)
-            throw new InputMismatchException(Where($"{PixelValues} is {HostTensor.Fmt(pv.Shape)}; {c.Name} takes [B,3,{S},{S}] with B ≥ 1"));
+        if (c.Stage == FiberStage.Coarse)
+        {
+            if (pv.Shape.Length != 4 || pv.Shape[1] != 3 || pv.Shape[2] != S || pv.Shape[3] != S || pv.Shape[0] < 1)
+                throw new InputMismatchException(Where($"{PixelValues} is {HostTensor.Fmt(pv.Shape)}; {c.Name} takes [B,3,{S},{S}] with B ≥ 1"));
+        }
+        else
+        {
+            // The fine Swin pads to the patch itself, but every patch merging needs an even grid (the official module asserts).
+            int unit = c.PatchSize << (c.NumStages - 1);
+            if (pv.Shape.Length != 4 || pv.Shape[1] != 3 || pv.Shape[0] < 1 || pv.Shape[2] < 1 || pv.Shape[3] < 1)
+                throw new InputMismatchException(Where($"{PixelValues} is {HostTensor.Fmt(pv.Shape)}; {c.Name} takes [B,3,H,W] with B ≥ 1"));
+            long gh = (pv.Shape[2] + c.PatchSize - 1) / c.PatchSize * c.PatchSize, gw = (pv.Shape[3] + c.PatchSize - 1) / c.PatchSize * c.PatchSize;
+            if (gh % unit != 0 || gw % unit != 0)
+                throw new InputMismatchException(Where($"{PixelValues} is {HostTensor.Fmt(pv.Shape)}; pad the images to a multiple of {unit} (the official pipeline zero-pads after normalisation)"));
+        }
         if (ids.Shape.Length != 2 || ids.Shape[1] < 1)
             throw new InputMismatchException(Where($"{InputIds} is {HostTensor.Fmt(ids.Shape)}; it must be [B,L] with L ≥ 1"));
         if (!mask.Shape.SequenceEqual(ids.Shape))
@@ -244,6 +272,6 @@ public static class ForwardCommand
         }
         var pix = f.Read(PixelValues).ToDoubles();
         if (pix.Any(x => !double.IsFinite(x))) throw new InputMismatchException(Where($"{PixelValues} holds NaN or infinite values"));
-        return new Inputs(pix, new TextBatch(idArr, mArr, B, L));
+        return new Inputs(pix, (int)pv.Shape[2], (int)pv.Shape[3], new TextBatch(idArr, mArr, B, L));
     }
 }
