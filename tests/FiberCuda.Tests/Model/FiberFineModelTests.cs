@@ -100,6 +100,12 @@ public sealed class FiberFineModelTests
     }
 
     [TestMethod]
+    [TestCategory("Gpu")]
+    [DataRow(2)]
+    [DataRow(3)]
+    public void FusedForwardAndGradientsMatchTorchOnTheGpu(int version) => Check(version, DType.F32, TestDevices.Gpu, 1e-4, 2e-3);
+
+    [TestMethod]
     public void WithEveryAlphaZeroTheFusedPathIsTheTwoTowers()
     {
         var fx = ModelFixture.Fine(3);
@@ -190,7 +196,13 @@ public sealed class FiberFineModelTests
     /// </summary>
     [TestMethod]
     [TestCategory("Emulated")]
-    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheEmulatedGpu()
+    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheEmulatedGpu() => PartialWindowBlockMatchesCpu(TestDevices.Emulated);
+
+    [TestMethod]
+    [TestCategory("Gpu")]
+    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheGpu() => PartialWindowBlockMatchesCpu(TestDevices.Gpu);
+
+    static void PartialWindowBlockMatchesCpu(FiberCuda.Backends.IBackend device)
     {
         var cfg = FiberConfig.Tiny(FiberStage.Fine, window: 7) with { EmbedDim = 32, NumHeads = [1, 2, 2, 4] };
         const int h = 10, w = 9, b = 2;
@@ -211,7 +223,7 @@ public sealed class FiberFineModelTests
             return (y.ToDoubleArray(), x.Grad!.ToDoubleArray(), blk.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToDoubleArray()));
         }
         var cpu = Run(Backend.Cpu);
-        var gpu = Run(TestDevices.Emulated);
+        var gpu = Run(device);
         AssertClose(cpu.Y, gpu.Y, 1e-5, "y");
         AssertClose(cpu.Dx, gpu.Dx, 1e-4, "dx");
         foreach (var (n, g) in cpu.G) AssertClose(g, gpu.G[n], 1e-4, "d" + n);

@@ -49,6 +49,7 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
             var a = g;
             int b = bh / a.Heads, h = bh % a.Heads;
             var s = new double[a.Lk];
+            var o = new double[d];
                 for (int i = 0; i < a.Lq; i++)
                 {
                     Scores(a, qv, kv, mv, b, h, i, s);
@@ -59,12 +60,15 @@ public sealed class CpuCrossAttention : ICrossAttentionOps
                     long e0 = (((long)b * a.Heads + h) * a.Lq + i) * a.Lk;
                     if (a.DropP > 0f) for (int j = 0; j < a.Lk; j++) s[j] *= Keep(a, e0 + j); // after the sum: lse is of the undropped row
                     long yo0 = ((long)b * a.Lq + i) * C + h * d;
-                    for (int c = 0; c < d; c++)
+                    // Rows of v are read contiguously; each channel still sums over j in order.
+                    Array.Clear(o);
+                    for (int j = 0; j < a.Lk; j++)
                     {
-                        double o = 0;
-                        for (int j = 0; j < a.Lk; j++) o += s[j] * vv[((long)b * a.Lk + j) * C + h * d + c];
-                        yo[yo0 + c] = o / sum;
+                        double sj = s[j];
+                        long vj = ((long)b * a.Lk + j) * C + h * d;
+                        for (int c = 0; c < d; c++) o[c] += sj * vv[vj + c];
                     }
+                    for (int c = 0; c < d; c++) yo[yo0 + c] = o[c] / sum;
                     lo[((long)b * a.Heads + h) * a.Lq + i] = mx + Math.Log(sum);
                 }
         });
