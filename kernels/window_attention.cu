@@ -387,6 +387,198 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tensor-core forward for bf16 inputs (FlashAttention-2 style), same semantics and outputs as wa_fwd.
+// Q, K, V of the window are staged as bf16 rows of WA_TC_LD elements (80 bytes: 16-byte aligned for
+// ldmatrix, and the 8 rows of one 8x8 matrix start in 8 distinct 4-bank groups); N is rounded up to
+// Npad = 16·⌈N/16⌉ with zero rows, the extra keys masked to −inf and the extra query rows never stored.
+// Each warp owns 16 query rows (one m-tile) at a time: S = Q·Kᵀ with m16n8k16 (d = 32: two k-steps)
+// over chunks of WA_TC_KC keys, bias + mask added in the accumulator layout, online softmax per row
+// (each row lives in the 4 lanes of a quad), P rounded to bf16 as the A operand of P·V (the accumulators
+// of two adjacent n8 key tiles are exactly the A fragment of one k16 step), V as the B operand through
+// ldmatrix .trans, fp32 accumulators. Scores are kept in the log2 domain (scale, bias and mask
+// pre-multiplied by log2 e) so each probability is one exp2; lse is converted back to natural log.
+// The backward (wa_bwd) only needs y and lse, so it is shared with the fp32-math forward.
+// Shared memory: Q, K, V [Npad][WA_TC_LD] bf16; btab·log2e [(2w−1)²] f32; key offsets, labels [Npad] int.
+#define WA_TC_LD 40
+#define WA_TC_KC 64
+
+__device__ __forceinline__ void wa_tc_stage(const bf16* qkv, const WaGeom& g, int Npad, u16* Qs, u16* Ks, u16* Vs)
+{
+    const int C = g.nH * WA_D;
+    const bool vec = aligned16(qkv);
+    // 12 16-byte chunks per token: 3 parts × 4 chunks of 8 channels.
+    for (int e = threadIdx.x; e < Npad * 12; e += blockDim.x)
+    {
+        const int i = e / 12, r = e - 12 * i, p = r >> 2, c = (r & 3) * 8;
+        u16* dst = (p == 0 ? Qs : p == 1 ? Ks : Vs) + i * WA_TC_LD + c;
+        if (i < g.N)
+        {
+            const bf16* src = qkv + (wa_token(g, i) * 3 + p) * C + g.h * WA_D + c;
+            if (vec) cp_async_cg_16(dst, src);
+            else
+                for (int k = 0; k < 8; k++) dst[k] = src[k].bits;
+        }
+        else
+        {
+            for (int k = 0; k < 8; k++) dst[k] = 0; // V rows must be 0 (0·garbage could be NaN)
+        }
+    }
+    cp_async_wait_all();
+}
+
+__device__ __forceinline__ float wa_quad_max(float v)
+{
+    v = fmaxf(v, __shfl_xor_sync(FIBER_FULL_MASK, v, 1));
+    return fmaxf(v, __shfl_xor_sync(FIBER_FULL_MASK, v, 2));
+}
+__device__ __forceinline__ float wa_quad_sum(float v)
+{
+    v += __shfl_xor_sync(FIBER_FULL_MASK, v, 1);
+    return v + __shfl_xor_sync(FIBER_FULL_MASK, v, 2);
+}
+
+__device__ __forceinline__ void wa_tc_store2(bf16* p, float lo, float hi, bool al4)
+{
+    if (al4) *(u32*)p = bf16x2_bits(lo, hi);
+    else { p[0] = float_to_bf16(lo); p[1] = float_to_bf16(hi); }
+}
+
+__device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
+                                          int B, int H, int W, int nH, int w, int s, float scale)
+{
+    FIBER_DYNAMIC_SMEM(u16, sm);
+    WaGeom g = wa_geom(B, H, W, nH, w, s);
+    const int N = g.N, Npad = (N + 15) & ~15, W2 = 2 * w - 1, T2 = W2 * W2, C = nH * WA_D;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int gq = lane >> 2, tq = lane & 3;
+    const float L2E = 1.4426950408889634f;
+    u16* Qs = sm;
+    u16* Ks = Qs + Npad * WA_TC_LD;
+    u16* Vs = Ks + Npad * WA_TC_LD;
+    float* btab = (float*)(Vs + Npad * WA_TC_LD);
+    int* koff = (int*)(btab + T2);
+    int* lab = koff + Npad;
+
+    wa_tc_stage(qkv, g, Npad, Qs, Ks, Vs);
+    for (int e = threadIdx.x; e < T2; e += blockDim.x) btab[e] = L2E * load_dyn(table, (i64)e * g.nH + g.h, tdt);
+    // rel(i, j) = base(i) − koff(j) with base(i) = (ri+w−1)(2w−1) + ci+w−1 and koff(j) = rj(2w−1) + cj.
+    for (int j = threadIdx.x; j < Npad; j += blockDim.x)
+    {
+        koff[j] = j < N ? (j / w) * W2 + j % w : 0;
+        lab[j] = j < N ? wa_label(g, j) : 0;
+    }
+    __syncthreads();
+
+    const float sc2 = scale * L2E, mask2 = -100.0f * L2E;
+    const bool yal = (((u64)y) & 3u) == 0;
+    for (int mt = warp; mt < (Npad >> 4); mt += nwarps)
+    {
+        const int r0 = mt * 16;
+        u32 qa[2][4];
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++)
+            ldmatrix_x4(qa[kk], Qs + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * WA_TC_LD + kk * 16 + (lane >> 4) * 8);
+        // This lane's rows: r0+gq (accumulator elements 0, 1) and r0+gq+8 (elements 2, 3). Pad rows
+        // borrow row N−1's geometry so their table reads stay in range; they are never stored.
+        const int ia = r0 + gq, ib = ia + 8;
+        const int ca = ia < N ? ia : N - 1, cb = ib < N ? ib : N - 1;
+        const int basea = (ca / w + w - 1) * W2 + ca % w + w - 1, baseb = (cb / w + w - 1) * W2 + cb % w + w - 1;
+        const int laba = lab[ca], labb = lab[cb];
+        float ma = fiber_neg_inf(), mb = fiber_neg_inf(), la = 0.0f, lb = 0.0f;
+        float o[4][4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+        for (int jc = 0; jc < Npad; jc += WA_TC_KC)
+        {
+            // Every chunk holds a real key (jc ≤ Npad−16 < N), so the chunk maxima below are finite.
+            float sa[8][4];
+            float cma = ma, cmb = mb;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+            {
+                const int j0 = jc + 8 * nt;
+                sa[nt][0] = sa[nt][1] = sa[nt][2] = sa[nt][3] = fiber_neg_inf();
+                if (j0 < Npad)
+                {
+                    u32 kb[4];
+                    ldmatrix_x4(kb, Ks + (j0 + (lane & 7)) * WA_TC_LD + (lane >> 3) * 8);
+                    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    mma_m16n8k16_bf16(acc, qa[0], kb, acc);
+                    mma_m16n8k16_bf16(acc, qa[1], kb + 2, acc);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                    {
+                        const int j = j0 + 2 * tq + (e & 1);
+                        if (j < N)
+                        {
+                            float v = sc2 * acc[e] + btab[(e < 2 ? basea : baseb) - koff[j]];
+                            if (lab[j] != (e < 2 ? laba : labb)) v += mask2;
+                            sa[nt][e] = v;
+                        }
+                    }
+                    cma = fmaxf(cma, fmaxf(sa[nt][0], sa[nt][1]));
+                    cmb = fmaxf(cmb, fmaxf(sa[nt][2], sa[nt][3]));
+                }
+            }
+            cma = wa_quad_max(cma); cmb = wa_quad_max(cmb);
+            const float aa = exp2f(ma - cma), ab = exp2f(mb - cmb); // 0 on the first chunk (ma = −inf)
+            ma = cma; mb = cmb;
+            la *= aa; lb *= ab;
+#pragma unroll
+            for (int n = 0; n < 4; n++) { o[n][0] *= aa; o[n][1] *= aa; o[n][2] *= ab; o[n][3] *= ab; }
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+            {
+                sa[nt][0] = exp2f(sa[nt][0] - ma); sa[nt][1] = exp2f(sa[nt][1] - ma);
+                sa[nt][2] = exp2f(sa[nt][2] - mb); sa[nt][3] = exp2f(sa[nt][3] - mb);
+                la += sa[nt][0] + sa[nt][1];
+                lb += sa[nt][2] + sa[nt][3];
+            }
+#pragma unroll
+            for (int kk = 0; kk < WA_TC_KC / 16; kk++)
+            {
+                const int jb = jc + 16 * kk;
+                if (jb < Npad)
+                {
+                    u32 pa[4];
+                    pa[0] = bf16x2_bits(sa[2 * kk][0], sa[2 * kk][1]);
+                    pa[1] = bf16x2_bits(sa[2 * kk][2], sa[2 * kk][3]);
+                    pa[2] = bf16x2_bits(sa[2 * kk + 1][0], sa[2 * kk + 1][1]);
+                    pa[3] = bf16x2_bits(sa[2 * kk + 1][2], sa[2 * kk + 1][3]);
+#pragma unroll
+                    for (int hf = 0; hf < 2; hf++)
+                    {
+                        u32 vb[4];
+                        ldmatrix_x4_trans(vb, Vs + (jb + (lane & 7) + ((lane >> 3) & 1) * 8) * WA_TC_LD + 16 * hf + (lane >> 4) * 8);
+                        mma_m16n8k16_bf16(o[2 * hf], pa, vb, o[2 * hf]);
+                        mma_m16n8k16_bf16(o[2 * hf + 1], pa, vb + 2, o[2 * hf + 1]);
+                    }
+                }
+            }
+        }
+        la = wa_quad_sum(la); lb = wa_quad_sum(lb);
+        const float ra = 1.0f / la, rb = 1.0f / lb;
+        float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
+        const float LN2 = 0.6931471805599453f;
+        if (ia < N)
+        {
+            bf16* dst = y + wa_token(g, ia) * C + g.h * WA_D + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < 4; n++) wa_tc_store2(dst + 8 * n, o[n][0] * ra, o[n][1] * ra, yal);
+            if (tq == 0) lrow[ia] = (ma + log2f(la)) * LN2;
+        }
+        if (ib < N)
+        {
+            bf16* dst = y + wa_token(g, ib) * C + g.h * WA_D + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < 4; n++) wa_tc_store2(dst + 8 * n, o[n][2] * rb, o[n][3] * rb, yal);
+            if (tq == 0) lrow[ib] = (mb + log2f(lb)) * LN2;
+        }
+    }
+}
+
 extern "C" __global__ void window_attn_fwd_f32(const float* qkv, const void* table, int tdt, float* y, float* lse,
                                                int B, int H, int W, int nH, int w, int s, float scale)
 {
@@ -396,6 +588,11 @@ extern "C" __global__ void window_attn_fwd_bf16(const bf16* qkv, const void* tab
                                                 int B, int H, int W, int nH, int w, int s, float scale)
 {
     wa_fwd<bf16>(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
+}
+extern "C" __global__ void window_attn_fwd_tc_bf16(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
+                                                   int B, int H, int W, int nH, int w, int s, float scale)
+{
+    wa_fwd_tc(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
 }
 extern "C" __global__ void window_attn_bwd_f32(const float* qkv, const void* table, int tdt, const float* y, const float* lse,
                                                const float* dy, float* dqkv, float* dtab_part,

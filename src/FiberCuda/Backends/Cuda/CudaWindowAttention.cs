@@ -10,6 +10,9 @@ namespace FiberCuda.Backends.Cuda;
 /// and private table-gradient copies (w = 18: ~215 KB, which needs sm_90's 227 KB opt-in).
 /// The bias-table gradient is deterministic: per-block partial tables [B·nW, nH, (2w−1)²] f32 in a
 /// scratch buffer, then a second kernel sums them over windows in a fixed order and adds into dtable.
+/// bf16 inputs take the tensor-core forward (window_attn_fwd_tc_bf16: mma.sync m16n8k16, FlashAttention-2
+/// style, P rounded to bf16 before P·V; sm_80+) unless <see cref="UseTensorCores"/> is false; it writes the
+/// same y and lse, so the backward is the same kernel either way.
 /// </summary>
 public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
 {
@@ -19,6 +22,12 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
     const int Ld = 33;
 
     readonly CudaBackend _be;
+
+    /// <summary>FIBER_WINDOW_ATTENTION_TC=0 turns the tensor-core forward off (read once per process).</summary>
+    public static readonly bool TensorCoresByDefault = Environment.GetEnvironmentVariable("FIBER_WINDOW_ATTENTION_TC") != "0";
+
+    /// <summary>Whether bf16 forwards use the tensor-core kernel (f32 always uses the fp32 kernel). Tests and benches flip it.</summary>
+    public bool UseTensorCores { get; set; } = TensorCoresByDefault;
 
     public CudaWindowAttention(CudaBackend backend) { _be = backend; }
 
@@ -50,6 +59,21 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
     public static int ForwardSharedBytes(in WindowAttentionShape a)
         => 4 * (2 * a.N * Ld + Warps * (64 + 2 * a.N) + a.TableRows + a.N);
 
+    /// <summary>Tokens rounded up to whole 16-row m-tiles.</summary>
+    static int PaddedN(in WindowAttentionShape a) => (a.N + 15) & ~15;
+
+    /// <summary>Q, K, V as bf16 rows of 40 (80 B), then the bias table (f32) and key offsets and labels (int).</summary>
+    public static int TensorCoreForwardSharedBytes(in WindowAttentionShape a)
+        => 3 * PaddedN(a) * 40 * 2 + 4 * (a.TableRows + 2 * PaddedN(a));
+
+    /// <summary>Warps per block of the tensor-core forward: each takes 16 query rows at a time; at most 8,
+    /// spread so every warp gets the same number of m-tiles ± 1.</summary>
+    public static int TensorCoreWarps(in WindowAttentionShape a)
+    {
+        int tiles = PaddedN(a) / 16, rounds = (tiles + 7) / 8;
+        return (tiles + rounds - 1) / rounds;
+    }
+
     public static int BackwardSharedBytes(in WindowAttentionShape a)
         => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 4 * a.N + Warps * a.TableRows + a.TableRows + a.N);
 
@@ -59,12 +83,14 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
         Mine(qkv, "qkv"); Mine(table, "table"); Mine(y, "y"); Mine(lse, "lse");
         int qdt = Dt(qkv), tdt = Dt(table);
         if (lse.DType != DType.F32) throw new ArgumentException($"window attention (CUDA): lse {lse} must be f32");
-        int smem = ForwardSharedBytes(a);
-        var k = Kernel(qdt == 0 ? "window_attn_fwd_f32" : "window_attn_fwd_bf16", smem);
+        bool tc = qdt == 1 && UseTensorCores;
+        int smem = tc ? TensorCoreForwardSharedBytes(a) : ForwardSharedBytes(a);
+        int warps = tc ? TensorCoreWarps(a) : Warps;
+        var k = Kernel(tc ? "window_attn_fwd_tc_bf16" : qdt == 0 ? "window_attn_fwd_f32" : "window_attn_fwd_bf16", smem);
         nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address;
         int B = a.Batch, H = a.Height, W = a.Width, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
         void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &B, &H, &W, &nH, &w, &s, &scale };
-        _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), Warps * 32, smem, args);
+        _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), (uint)(warps * 32), smem, args);
     }
 
     public void Backward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable)
