@@ -11,7 +11,8 @@
 // reverse partition followed by the roll by +s.
 // Scores S = scale·q·kᵀ + table[rel(i,j), h] + mask, mask = −100 where the two tokens' regions of the
 // shifted image differ (rows split at H−w and H−s, columns at W−w and W−s; s > 0 only), as the
-// official attn_mask. Math is fp32 whatever T is.
+// official attn_mask. Math is fp32 whatever T is (window_attn_fwd_tc_bf16, further down, is the tensor-core
+// forward for bf16: bf16 operands, fp32 accumulation, P rounded to bf16 before P·V).
 //
 // Work split: d = 32 = warp width, so a warp owns one query row at a time; for the scores each lane owns
 // keys j = lane + 32m (m < WA_MAXJ), for the outputs lane c owns channel c. K, V (and Q, dO in the

@@ -10,7 +10,7 @@ namespace FiberCuda.Tests.Attention;
 /// <summary>
 /// Timing of the fused window attention at FIBER shapes (bf16), printed for the B1 performance notes:
 /// milliseconds, attention-core TFLOP/s (4·N²·d per window·head forward, 2.5× that backward incl. the
-/// recompute) and the qkv/y traffic in GB/s, next to the forward of the F-op composition the model uses
+/// recompute) for the fp32-math forward and the tensor-core forward (with their max output differences) and the qkv/y traffic in GB/s, next to the forward of the F-op composition the model uses
 /// today (square images only). The assertion only guards the numbers (finite outputs,
 /// a positive time); speed targets are for a person reading the table.
 /// </summary>
@@ -54,7 +54,18 @@ public sealed class WindowAttentionGpuBench
                 t.Start(); for (int i = 0; i < 5; i++) f(); t.Stop();
                 return t.ElapsedMs() / 5;
             }
-            double fwd = Time(() => op.Forward(qkv, table, a, y, lse));
+            // bf16 forwards: the fp32-math kernel and the tensor-core kernel, timed separately (the default op
+            // picks the tensor-core one unless FIBER_WINDOW_ATTENTION_TC=0); their outputs are compared too.
+            var f32Op = new CudaWindowAttention(b) { UseTensorCores = false };
+            var tcOp = new CudaWindowAttention(b) { UseTensorCores = true };
+            using var yTc = b.Empty(a.OutShape, DType.BF16);
+            using var lseTc = b.Empty(a.LseShape, DType.F32);
+            double fwd = Time(() => f32Op.Forward(qkv, table, a, y, lse));
+            double fwdTc = Time(() => tcOp.Forward(qkv, table, a, yTc, lseTc));
+            float[] yA = y.ToFloatArray(), yB = yTc.ToFloatArray(), lA = lse.ToFloatArray(), lB = lseTc.ToFloatArray();
+            double dy_ = 0, dl = 0;
+            for (int i = 0; i < yA.Length; i++) dy_ = Math.Max(dy_, Math.Abs(yA[i] - yB[i]));
+            for (int i = 0; i < lA.Length; i++) dl = Math.Max(dl, Math.Abs(lA[i] - lB[i]));
             double bwd = Time(() => op.Backward(qkv, table, a, y, lse, dy, dqkv, dtab));
             // The F-op composition the model uses today (materialised scores, gathered bias, mask), forward only.
             using var relIndex = b.FromInts(WindowAttention.RelativePositionIndex(a.Window), [a.N * a.N]);
@@ -71,7 +82,12 @@ public sealed class WindowAttentionGpuBench
                 });
             double flop = 4.0 * a.N * a.N * a.HeadDim * a.Windows * a.Heads;
             double bytes = (qkv.Bytes + y.Bytes);
-            Console.WriteLine($"{name,-16} B={a.Batch} fwd {fwd:F3} ms ({flop / fwd / 1e9:F1} TFLOP/s, {bytes / fwd / 1e6:F0} GB/s)  bwd {bwd:F3} ms ({2.5 * flop / bwd / 1e9:F1} TFLOP/s)  composed F-op fwd {composed:F3} ms");
+            Console.WriteLine($"{name,-16} B={a.Batch} fwd {fwd:F3} ms ({flop / fwd / 1e9:F1} TFLOP/s, {bytes / fwd / 1e6:F0} GB/s)  " +
+                              $"TC fwd {fwdTc:F3} ms ({flop / fwdTc / 1e9:F1} TFLOP/s, {bytes / fwdTc / 1e6:F0} GB/s, max|Δy| {dy_:g3}, max|Δlse| {dl:g3})  " +
+                              $"bwd {bwd:F3} ms ({2.5 * flop / bwd / 1e9:F1} TFLOP/s)  composed F-op fwd {composed:F3} ms");
+            Assert.IsTrue(fwdTc > 0 && yB.All(float.IsFinite), $"{name}: TC forward");
+            Assert.IsLessThan(0.05, dy_, $"{name}: TC forward y differs from the fp32-math forward"); // |y| ≤ 1 here: a few bf16 ulps
+            Assert.IsLessThan(1e-3, dl, $"{name}: TC forward lse differs from the fp32-math forward");
             Assert.IsTrue(fwd > 0 && bwd > 0, name);
             Assert.IsTrue(y.ToFloatArray().All(float.IsFinite), $"{name}: non-finite y");
             Assert.IsTrue(dtab.ToFloatArray().All(float.IsFinite), $"{name}: non-finite dtable");
