@@ -400,7 +400,9 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
 // ldmatrix .trans, fp32 accumulators. Scores are kept in the log2 domain (scale, bias and mask
 // pre-multiplied by log2 e) so each probability is one exp2; lse is converted back to natural log.
 // The backward (wa_bwd) only needs y and lse, so it is shared with the fp32-math forward.
-// Shared memory: Q, K, V [Npad][WA_TC_LD] bf16; btab·log2e [(2w−1)²] f32; key offsets, labels [Npad] int.
+// y leaves through the warp's own Q rows (free once its Q fragments are in registers): the accumulator
+// layout gives each lane 4-byte pieces of two rows, the staged rows go out as whole 16-byte chunks.
+// Shared memory: Q, K, V [Npad][WA_TC_LD] bf16; key info [Npad] int; btab·log2e [(2w−1)²] f32.
 #define WA_TC_LD 40
 #define WA_TC_KC 64
 
@@ -439,12 +441,6 @@ __device__ __forceinline__ float wa_quad_sum(float v)
     return v + __shfl_xor_sync(FIBER_FULL_MASK, v, 2);
 }
 
-__device__ __forceinline__ void wa_tc_store2(bf16* p, float lo, float hi, bool al4)
-{
-    if (al4) *(u32*)p = bf16x2_bits(lo, hi);
-    else { p[0] = float_to_bf16(lo); p[1] = float_to_bf16(hi); }
-}
-
 __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
                                           int B, int H, int W, int nH, int w, int s, float scale)
 {
@@ -457,22 +453,17 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
     u16* Qs = sm;
     u16* Ks = Qs + Npad * WA_TC_LD;
     u16* Vs = Ks + Npad * WA_TC_LD;
-    float* btab = (float*)(Vs + Npad * WA_TC_LD);
-    int* koff = (int*)(btab + T2);
-    int* lab = koff + Npad;
+    int* kinfo = (int*)(Vs + Npad * WA_TC_LD); // koff(j)·16 + label(j): one 8-byte load gives a lane both of its keys
+    float* btab = (float*)(kinfo + Npad);
 
     wa_tc_stage(qkv, g, Npad, Qs, Ks, Vs);
     for (int e = threadIdx.x; e < T2; e += blockDim.x) btab[e] = L2E * load_dyn(table, (i64)e * g.nH + g.h, tdt);
     // rel(i, j) = base(i) − koff(j) with base(i) = (ri+w−1)(2w−1) + ci+w−1 and koff(j) = rj(2w−1) + cj.
-    for (int j = threadIdx.x; j < Npad; j += blockDim.x)
-    {
-        koff[j] = j < N ? (j / w) * W2 + j % w : 0;
-        lab[j] = j < N ? wa_label(g, j) : 0;
-    }
+    for (int j = threadIdx.x; j < Npad; j += blockDim.x) kinfo[j] = j < N ? ((j / w) * W2 + j % w) * 16 + wa_label(g, j) : 0;
     __syncthreads();
 
     const float sc2 = scale * L2E, mask2 = -100.0f * L2E;
-    const bool yal = (((u64)y) & 3u) == 0;
+    const bool yal = aligned16(y);
     for (int mt = warp; mt < (Npad >> 4); mt += nwarps)
     {
         const int r0 = mt * 16;
@@ -485,7 +476,7 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
         const int ia = r0 + gq, ib = ia + 8;
         const int ca = ia < N ? ia : N - 1, cb = ib < N ? ib : N - 1;
         const int basea = (ca / w + w - 1) * W2 + ca % w + w - 1, baseb = (cb / w + w - 1) * W2 + cb % w + w - 1;
-        const int laba = lab[ca], labb = lab[cb];
+        const int laba = wa_label(g, ca), labb = wa_label(g, cb);
         float ma = fiber_neg_inf(), mb = fiber_neg_inf(), la = 0.0f, lb = 0.0f;
         float o[4][4];
 #pragma unroll
@@ -508,14 +499,15 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
                     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                     mma_m16n8k16_bf16(acc, qa[0], kb, acc);
                     mma_m16n8k16_bf16(acc, qa[1], kb + 2, acc);
+                    const int2 ki = *(const int2*)(kinfo + j0 + 2 * tq);
 #pragma unroll
                     for (int e = 0; e < 4; e++)
                     {
-                        const int j = j0 + 2 * tq + (e & 1);
+                        const int j = j0 + 2 * tq + (e & 1), kj = (e & 1) ? ki.y : ki.x;
                         if (j < N)
                         {
-                            float v = sc2 * acc[e] + btab[(e < 2 ? basea : baseb) - koff[j]];
-                            if (lab[j] != (e < 2 ? laba : labb)) v += mask2;
+                            float v = sc2 * acc[e] + btab[(e < 2 ? basea : baseb) - (kj >> 4)];
+                            if ((kj & 15) != (e < 2 ? laba : labb)) v += mask2;
                             sa[nt][e] = v;
                         }
                     }
@@ -563,19 +555,29 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
         const float ra = 1.0f / la, rb = 1.0f / lb;
         float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
         const float LN2 = 0.6931471805599453f;
-        if (ia < N)
-        {
-            bf16* dst = y + wa_token(g, ia) * C + g.h * WA_D + 2 * tq;
+        if (tq == 0 && ia < N) lrow[ia] = (ma + log2f(la)) * LN2;
+        if (tq == 0 && ib < N) lrow[ib] = (mb + log2f(lb)) * LN2;
+        u16* st = Qs + r0 * WA_TC_LD; // this m-tile's 16 Q rows
 #pragma unroll
-            for (int n = 0; n < 4; n++) wa_tc_store2(dst + 8 * n, o[n][0] * ra, o[n][1] * ra, yal);
-            if (tq == 0) lrow[ia] = (ma + log2f(la)) * LN2;
+        for (int n = 0; n < 4; n++)
+        {
+            *(u32*)(st + gq * WA_TC_LD + 8 * n + 2 * tq) = bf16x2_bits(o[n][0] * ra, o[n][1] * ra);
+            *(u32*)(st + (gq + 8) * WA_TC_LD + 8 * n + 2 * tq) = bf16x2_bits(o[n][2] * rb, o[n][3] * rb);
         }
-        if (ib < N)
-        {
-            bf16* dst = y + wa_token(g, ib) * C + g.h * WA_D + 2 * tq;
+        __syncwarp();
+        // 16 rows × 4 chunks of 8 channels: two chunks per lane, a quad writes a row's 64 bytes.
 #pragma unroll
-            for (int n = 0; n < 4; n++) wa_tc_store2(dst + 8 * n, o[n][2] * rb, o[n][3] * rb, yal);
-            if (tq == 0) lrow[ib] = (mb + log2f(lb)) * LN2;
+        for (int c = lane; c < 64; c += 32)
+        {
+            const int row = c >> 2, ch = (c & 3) * 8;
+            if (r0 + row < N)
+            {
+                const u16* srcp = st + row * WA_TC_LD + ch;
+                bf16* dst = y + wa_token(g, r0 + row) * C + g.h * WA_D + ch;
+                if (yal) *(uint4*)dst = *(const uint4*)srcp;
+                else
+                    for (int k = 0; k < 8; k++) dst[k].bits = srcp[k];
+            }
         }
     }
 }

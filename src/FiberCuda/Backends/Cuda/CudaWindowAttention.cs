@@ -62,9 +62,9 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
     /// <summary>Tokens rounded up to whole 16-row m-tiles.</summary>
     static int PaddedN(in WindowAttentionShape a) => (a.N + 15) & ~15;
 
-    /// <summary>Q, K, V as bf16 rows of 40 (80 B), then the bias table (f32) and key offsets and labels (int).</summary>
+    /// <summary>Q, K, V as bf16 rows of 40 (80 B), then packed key offsets and labels (int) and the bias table (f32).</summary>
     public static int TensorCoreForwardSharedBytes(in WindowAttentionShape a)
-        => 3 * PaddedN(a) * 40 * 2 + 4 * (a.TableRows + 2 * PaddedN(a));
+        => 3 * PaddedN(a) * 40 * 2 + 4 * (PaddedN(a) + a.TableRows);
 
     /// <summary>Warps per block of the tensor-core forward: each takes 16 query rows at a time; at most 8,
     /// spread so every warp gets the same number of m-tiles ± 1.</summary>
