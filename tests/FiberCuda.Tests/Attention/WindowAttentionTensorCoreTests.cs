@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using FiberCuda.Tests.Support;
 using FiberCuda.Autograd;
 using FiberCuda.Backends;
@@ -107,6 +108,37 @@ public abstract class WindowAttentionTensorCoreTestBase
     [DataRow(5, 2)]
     [DataRow(9, 4)]
     public void SmallWindows(int w, int s) => Forward(1, w, 2 * w, w, 2, s, DType.F32);
+
+    /// <summary>A tensor 2 bytes into another tensor's buffer (tensors are otherwise always allocation-aligned).</summary>
+    sealed class OffsetStorage(Storage inner, long offset, long bytes) : Storage(inner.Backend, bytes)
+    {
+        public override nint Address => inner.Address + (nint)offset;
+        protected override void Release() { }
+    }
+
+    /// <summary>qkv and y not 16-byte aligned: the scalar load and store paths give the same bits as the vector ones.</summary>
+    [TestMethod]
+    public void UnalignedBuffersGiveTheSameBits()
+    {
+        var r = new Random(5);
+        var a = new WindowAttentionShape(1, 10, 5, 2, 32, 5, 2, (float)(1 / Math.Sqrt(32)));
+        long nq = ShapeUtil.Numel(a.QkvShape), ny = ShapeUtil.Numel(a.OutShape);
+        using var qb = Cpu.FromFloats(Rand(r, nq, 1.5), a.QkvShape, DType.BF16);
+        using var tg = Gpu.FromFloats(Rand(r, ShapeUtil.Numel(a.TableShape), 2), a.TableShape);
+        using var qg = Gpu.CopyFrom(qb);
+        using var qraw = Gpu.Empty([(int)nq + 8], DType.BF16); using var yraw = Gpu.Empty([(int)ny + 8], DType.BF16);
+        var qu = new Tensor(new OffsetStorage(qraw.Storage, 2, nq * 2), a.QkvShape, DType.BF16);
+        var yu = new Tensor(new OffsetStorage(yraw.Storage, 2, ny * 2), a.OutShape, DType.BF16);
+        Gpu.Upload(qu, MemoryMarshal.AsBytes(qb.ToArray<ushort>().AsSpan()));
+        using var y = Gpu.Empty(a.OutShape, DType.BF16);
+        using var l = Gpu.Empty(a.LseShape, DType.F32); using var lu = Gpu.Empty(a.LseShape, DType.F32);
+        var op = new CudaWindowAttention(Gpu) { UseTensorCores = true };
+        op.Forward(qg, tg, a, y, l);
+        op.Forward(qu, tg, a, yu, lu);
+        CollectionAssert.AreEqual(y.ToArray<ushort>(), yu.ToArray<ushort>(), "y");
+        CollectionAssert.AreEqual(l.ToFloatArray(), lu.ToFloatArray(), "lse");
+        CollectionAssert.AreEqual(qb.ToArray<ushort>(), qu.ToArray<ushort>(), "qkv untouched");
+    }
 
     /// <summary>
     /// The autograd op in bf16 with the tensor-core forward: the backward, fed with its y and lse, gives the
