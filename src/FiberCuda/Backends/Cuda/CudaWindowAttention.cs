@@ -12,7 +12,9 @@ namespace FiberCuda.Backends.Cuda;
 /// scratch buffer, then a second kernel sums them over windows in a fixed order and adds into dtable.
 /// bf16 inputs take the tensor-core forward (window_attn_fwd_tc_bf16: mma.sync m16n8k16, FlashAttention-2
 /// style, P rounded to bf16 before P·V; sm_80+) unless <see cref="UseTensorCores"/> is false; it writes the
-/// same y and lse, so the backward is the same kernel either way.
+/// same y and lse, so the backward is the same kernel either way. Its shared memory is Q, K, V as bf16 rows
+/// of 80 B for N rounded up to 16, plus the bias table and per-key info (w = 7: ~16 KB, 12: ~36 KB, 18: ~85 KB);
+/// up to 8 warps per block, each owning 16 query rows at a time.
 /// </summary>
 public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
 {
