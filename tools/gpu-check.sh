@@ -23,7 +23,7 @@ if [ "${1:-}" = "--build" ]; then
 fi
 
 out=${1:-gpu-report}
-mkdir -p "$out"
+mkdir -p "$out"; out=$(cd "$out" && pwd)
 log() { echo "[$(date +%T)] $*" | tee -a "$out/report.md"; }
 
 if ! command -v dotnet >/dev/null; then
@@ -44,7 +44,8 @@ export FIBER_KERNEL_CACHE=${FIBER_KERNEL_CACHE:-/tmp/fibercuda-cache}
 { echo "# FiberCuda GPU check"; echo; echo '```'; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1; echo "FIBER_CUDA_LIB_DIR=${FIBER_CUDA_LIB_DIR:-}"; echo '```'; } > "$out/report.md"
 
 log "Gpu tests"
-timeout 150 dotnet .gpu/build/tests/FiberCuda.Tests.dll --filter "TestCategory=Gpu" --no-progress --output Detailed \
+rm -f "$out/bench.jsonl"
+FIBER_BENCH_JSONL="$out/bench.jsonl" timeout 150 dotnet .gpu/build/tests/FiberCuda.Tests.dll --filter "TestCategory=Gpu" --no-progress --output Detailed \
   > "$out/gpu-tests.log" 2>&1
 echo "gpu tests exit: $?" | tee -a "$out/report.md"
 tail -n 8 "$out/gpu-tests.log" >> "$out/report.md"
@@ -54,6 +55,16 @@ timeout 120 dotnet .gpu/build/prof/fiber-prof.dll --device gpu --shapes fiber --
   > "$out/bench.txt" 2>&1
 echo "bench exit: $?" | tee -a "$out/report.md"
 cat "$out/bench.txt" >> "$out/report.md"
+
+log "custom model kernels vs PyTorch eager (same GPU, same run)"
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  timeout 90 python3 tools/bench/torch_model_kernels.py "$out/torch-kernels.json" > "$out/torch-kernels.txt" 2>&1
+  echo "torch kernels exit: $?" | tee -a "$out/report.md"
+  python3 tools/bench/compare_torch.py "$out/torch-kernels.json" --prof "$out/bench.json" --jsonl "$out/bench.jsonl" \
+    --out "$out/vs-torch.json" 2>&1 | tee -a "$out/report.md"
+else
+  echo "no PyTorch with CUDA here: no eager comparison" | tee -a "$out/report.md"
+fi
 
 if [ "${2:-}" != "--train" ]; then log "done (training throughput: rerun with --train)"; exit 0; fi
 
