@@ -6,7 +6,9 @@
 # Build here first (a machine with the SDK), from the repository root:
 #   tools/gpu-check.sh --build          # builds into .gpu/build and packs the .NET runtime into .gpu/
 # then on the GPU machine, from the repository root (with .gpu/ carried along):
-#   tools/gpu-check.sh OUTDIR [--train]
+#   tools/gpu-check.sh OUTDIR [--train] [--model]
+# --model adds issue 3's whole-model check (FIBER-B 384, batch 8, bf16 on the GPU vs the CPU fp32 reference;
+# category GpuLong, several minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,7 +68,18 @@ else
   echo "no PyTorch with CUDA here: no eager comparison" | tee -a "$out/report.md"
 fi
 
-if [ "${2:-}" != "--train" ]; then log "done (training throughput: rerun with --train)"; exit 0; fi
+want() { local f; for f in "${@:2}"; do [ "$f" = "$1" ] && return 0; done; return 1; }
+extra=("${@:2}")
+
+if want --model "${extra[@]}"; then
+  log "whole-model check: FIBER-B 384 batch 8 bf16 (GPU) vs fp32 (CPU)"
+  timeout 600 dotnet .gpu/build/tests/FiberCuda.Tests.dll --filter "TestCategory=GpuLong" --no-progress --output Detailed \
+    > "$out/model-check.log" 2>&1
+  echo "model check exit: $?" | tee -a "$out/report.md"
+  grep -E "output |grad |gradients compared|batch [0-9]|failed|passed" "$out/model-check.log" | head -20 >> "$out/report.md"
+fi
+
+if ! want --train "${extra[@]}"; then log "done (training throughput: rerun with --train)"; exit 0; fi
 
 log "stage-1 training throughput, FIBER-B 384 bf16 batch 8 (official paths, then --shared-lower)"
 for shared in "" "--shared-lower"; do
