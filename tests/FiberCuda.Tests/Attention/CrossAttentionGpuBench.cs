@@ -69,6 +69,7 @@ public sealed class CrossAttentionGpuBench
                 });
             double flop = 4.0 * a.Lq * a.Lk * a.HeadDim * a.Batch * a.Heads;
             Console.WriteLine($"{name,-16} B={a.Batch} Lq={a.Lq} Lk={a.Lk} nH={a.Heads} d={a.HeadDim} fwd {fwd:F3} ms ({flop / fwd / 1e9:F1} TFLOP/s)  bwd {bwd:F3} ms ({2.5 * flop / bwd / 1e9:F1} TFLOP/s)  composed F-op fwd {composed:F3} ms");
+            BenchLog.Append("cross_attention", name.Trim(), fwd, bwd);
             Assert.IsTrue(fwd > 0 && bwd > 0, name);
             Assert.IsTrue(y.ToFloatArray().All(float.IsFinite), $"{name}: non-finite y");
             Assert.IsTrue(dk.ToFloatArray().All(float.IsFinite), $"{name}: non-finite dk");
