@@ -85,6 +85,8 @@ public sealed class WindowAttentionGpuBench
             Console.WriteLine($"{name,-16} B={a.Batch} fwd {fwd:F3} ms ({flop / fwd / 1e9:F1} TFLOP/s, {bytes / fwd / 1e6:F0} GB/s)  " +
                               $"TC fwd {fwdTc:F3} ms ({flop / fwdTc / 1e9:F1} TFLOP/s, {bytes / fwdTc / 1e6:F0} GB/s, max|Δy| {dy_:g3}, max|Δlse| {dl:g3})  " +
                               $"bwd {bwd:F3} ms ({2.5 * flop / bwd / 1e9:F1} TFLOP/s)  composed F-op fwd {composed:F3} ms");
+            // The forward the model runs (the default op's choice) for tools/bench/compare_torch.py.
+            BenchLog.Append("window_attention", name.Trim(), ((CudaWindowAttention)op).UseTensorCores ? fwdTc : fwd, bwd);
             Assert.IsTrue(fwdTc > 0 && yB.All(float.IsFinite), $"{name}: TC forward");
             Assert.IsLessThan(0.05, dy_, $"{name}: TC forward y differs from the fp32-math forward"); // |y| ≤ 1 here: a few bf16 ulps
             Assert.IsLessThan(1e-3, dl, $"{name}: TC forward lse differs from the fp32-math forward");
