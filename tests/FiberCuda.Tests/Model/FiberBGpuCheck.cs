@@ -10,7 +10,8 @@ namespace FiberCuda.Tests.Model;
 /// <summary>
 /// Issue 3's whole-model GPU check: the fused coarse FIBER-B at 384 px, batch 8, in bf16 on the GPU (every custom kernel
 /// at its real shapes: fused window attention, cross-attention, gated residual, patch merging, drop path in eval = off)
-/// against the CPU fp32 reference, forward outputs and every parameter gradient of a scalar loss.
+/// against the CPU fp32 reference, forward outputs and every parameter gradient of a scalar loss; and the fine v2
+/// backbone the same way at 512×640 (padded windows at every stage).
 ///
 /// The CPU reference runs only the first <c>refBatch</c> items: batch elements are independent, so the GPU's loss
 /// weights the other items by zero and its gradients equal those of the reference batch. Weights: the catalog's fresh
@@ -26,7 +27,14 @@ public sealed class FiberBGpuCheck
     [TestCategory("GpuLong")]
     [Timeout(900_000)]
     public void CoarseB384Batch8Bf16MatchesTheCpuF32Reference() =>
-        Run(FiberConfig.CoarseB(384), 8, 2, TestDevices.Gpu, 40, std: 0.02, DType.BF16, outTol: 0.05, minCos: 0.98);
+        Run(FiberConfig.CoarseB(384), 384, 384, 8, 2, TestDevices.Gpu, 40, std: 0.02, DType.BF16, outTol: 0.05, minCos: 0.98);
+
+    /// <summary>The fine v2 backbone likewise, at 512×640 (every stage pads partial windows of 12), batch 2, 64 tokens.</summary>
+    [TestMethod]
+    [TestCategory("GpuLong")]
+    [Timeout(900_000)]
+    public void FineB512x640Bf16MatchesTheCpuF32Reference() =>
+        Run(FiberConfig.FineB(2), 512, 640, 2, 1, TestDevices.Gpu, 64, std: 0.02, DType.BF16, outTol: 0.05, minCos: 0.98);
 
     /// <summary>
     /// The same code at toy size on the emulator in f32, with f32 tolerances, so a GPU session does not fail on a bug of
@@ -36,26 +44,50 @@ public sealed class FiberBGpuCheck
     [TestMethod]
     [TestCategory("Emulated")]
     public void TheCheckRunsOnTheEmulatedGpuAtToySize() =>
-        Run(FiberConfig.Tiny(), 3, 2, TestDevices.Emulated, 7, std: 0.3, DType.F32, outTol: 1e-4, minCos: 0.99999);
+        Run(FiberConfig.Tiny(), 64, 64, 3, 2, TestDevices.Emulated, 7, std: 0.3, DType.F32, outTol: 1e-4, minCos: 0.99999);
 
-    internal static void Run(FiberConfig c, int batch, int refBatch, IBackend gpu, int textLen, double std, DType dt, double outTol, double minCos)
+    [TestMethod]
+    [TestCategory("Emulated")]
+    public void TheFineCheckRunsOnTheEmulatedGpuAtToySize() =>
+        Run(FiberConfig.Tiny(FiberStage.Fine, window: 3), 64, 96, 3, 2, TestDevices.Emulated, 7, std: 0.3, DType.F32, outTol: 1e-4, minCos: 0.99999);
+
+    /// <summary>The model of config <paramref name="c"/>'s stage, its backbone loader and its outputs by name.</summary>
+    static (Module M, Action<Dictionary<string, Tensor>> Load, Func<Tensor, TextBatch, (string, Tensor)[]> Forward) Build(FiberConfig c, NnContext ctx)
+    {
+        if (c.Stage == FiberStage.Coarse)
+        {
+            var m = new FiberCoarseModel(ctx, c);
+            return (m, sd => m.LoadBackbone(sd), (img, t) =>
+            {
+                var o = m.Forward(img, t);
+                return [("text_feats", o.TextFeats), ("image_feats", o.ImageFeats), ("cls_feats", o.ClsFeats)];
+            });
+        }
+        var f = new FiberFineModel(ctx, c);
+        return (f, sd => f.LoadBackbone(sd), (img, t) =>
+        {
+            var o = f.Forward(img, t);
+            return [.. o.Features.Select((x, s) => ($"c{s + 2}", x.Tokens)), ("hidden", o.TextHidden)];
+        });
+    }
+
+    internal static void Run(FiberConfig c, int H, int W, int batch, int refBatch, IBackend gpu, int textLen, double std, DType dt, double outTol, double minCos)
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var rng = new Random(42);
-        int S = c.ImageSize;
 
-        // Weights: fresh init in f32 on the CPU, α = 0.3; the GPU model loads them cast to bf16.
-        var cpu = new FiberCoarseModel(new NnContext(Backend.Cpu, DType.F32), c);
+        // Weights: fresh init in f32 on the CPU, α = 0.3; the GPU model loads them cast to its dtype.
+        var (cpu, _, cpuForward) = Build(c, new NnContext(Backend.Cpu, DType.F32));
         FiberInit.Apply(cpu, c, seed: 3, std: std);
         foreach (var (n, p) in cpu.NamedParameters())
             if (n.EndsWith("alpha_i2t") || n.EndsWith("alpha_t2i")) p.Backend.Fill(p, 0.3);
         cpu.Eval();
-        var dev = new FiberCoarseModel(new NnContext(gpu, dt), c);
-        dev.LoadBackbone(cpu.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor));
+        var (dev, devLoad, devForward) = Build(c, new NnContext(gpu, dt));
+        devLoad(cpu.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor));
         dev.Eval();
 
         // Inputs: normalised-image-like pixels; texts of random ids with 0..L/4 pad tokens at the end.
-        var pix = new double[batch * 3 * S * S];
+        var pix = new double[batch * 3 * H * W];
         for (int i = 0; i < pix.Length; i++) pix[i] = 2 * rng.NextDouble() - 1;
         var ids = new int[batch * textLen];
         var mask = new int[batch * textLen];
@@ -71,12 +103,9 @@ public sealed class FiberBGpuCheck
         }
         var text = new TextBatch(ids, mask, batch, textLen);
 
-        var gOut = dev.Forward(gpu.FromDoubles(pix, [batch, 3, S, S], dt), text);
-        var cOut = cpu.Forward(Backend.Cpu.FromDoubles(pix[..(refBatch * 3 * S * S)], [refBatch, 3, S, S], DType.F32), text.Rows(0, refBatch));
-        var outs = new (string Name, Tensor Gpu, Tensor Cpu)[]
-        {
-            ("text_feats", gOut.TextFeats, cOut.TextFeats), ("image_feats", gOut.ImageFeats, cOut.ImageFeats), ("cls_feats", gOut.ClsFeats, cOut.ClsFeats),
-        };
+        var gOut = devForward(gpu.FromDoubles(pix, [batch, 3, H, W], dt), text);
+        var cOut = cpuForward(Backend.Cpu.FromDoubles(pix[..(refBatch * 3 * H * W)], [refBatch, 3, H, W], DType.F32), text.Rows(0, refBatch));
+        var outs = gOut.Zip(cOut, (g, r) => (Name: g.Item1, Gpu: g.Item2, Cpu: r.Item2)).ToArray();
 
         // Loss Σ out·w; w is zero on the GPU's items ≥ refBatch.
         Tensor? gLoss = null, cLoss = null;
