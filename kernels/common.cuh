@@ -132,6 +132,27 @@ template <> __device__ __forceinline__ Pack<bf16> pack_from<bf16>(const float* v
     return u.p;
 }
 
+// V consecutive elements as floats, and back: one Pack<T> when V is its width (the address then 16-byte aligned),
+// a scalar when V is 1. Lets a kernel template take either unit from one code path.
+template <typename T, int V>
+__device__ __forceinline__ void load_floats(const T* p, float* v)
+{
+    if constexpr (V == 1) v[0] = to_f(*p);
+    else
+    {
+        Pack<T> k = load_pack(p);
+#pragma unroll
+        for (int j = 0; j < V; j++) v[j] = to_f(k.v[j]);
+    }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_floats(T* p, const float* v)
+{
+    if constexpr (V == 1) *p = from_f<T>(v[0]);
+    else store_pack(p, pack_from<T>(v));
+}
+
 template <typename T> __device__ __forceinline__ bool aligned16(const T* p) { return (((u64)p) & 15u) == 0; }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,25 +9,6 @@
 // `per` is a multiple of it so every row start is aligned) or 1. A dropped sample's y is never read.
 #include "common.cuh"
 
-template <typename T, int V>
-__device__ __forceinline__ void dp_load(const T* p, float* v)
-{
-    if constexpr (V == 1) v[0] = to_f(*p);
-    else
-    {
-        Pack<T> k = load_pack(p);
-#pragma unroll
-        for (int j = 0; j < V; j++) v[j] = to_f(k.v[j]);
-    }
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void dp_store(T* p, const float* v)
-{
-    if constexpr (V == 1) *p = from_f<T>(v[0]);
-    else store_pack(p, pack_from<T>(v));
-}
-
 __device__ __forceinline__ float dp_sample_scale(float p, float scale, u64 seed, u64 offset)
 {
     return philox_uniform(seed, offset + (u64)blockIdx.y) >= p ? scale : 0.0f;
@@ -42,7 +23,7 @@ __device__ __forceinline__ void dp_fwd(const T* y, const T* res, T* out, i64 per
     {
         const i64 e = row + u * V;
         float o[V];
-        if (res != nullptr) dp_load<T, V>(res + e, o);
+        if (res != nullptr) load_floats<T, V>(res + e, o);
         else
         {
 #pragma unroll
@@ -51,11 +32,11 @@ __device__ __forceinline__ void dp_fwd(const T* y, const T* res, T* out, i64 per
         if (s != 0.0f)
         {
             float v[V];
-            dp_load<T, V>(y + e, v);
+            load_floats<T, V>(y + e, v);
 #pragma unroll
             for (int j = 0; j < V; j++) o[j] += v[j] * s;
         }
-        dp_store<T, V>(out + e, o);
+        store_floats<T, V>(out + e, o);
     }
 }
 
@@ -70,20 +51,20 @@ __device__ __forceinline__ void dp_bwd(const T* dout, T* dy, T* dres, i64 per, f
     {
         const i64 e = row + u * V;
         float g[V], a[V];
-        dp_load<T, V>(dout + e, g);
+        load_floats<T, V>(dout + e, g);
         if (dres != nullptr)
         {
-            dp_load<T, V>(dres + e, a);
+            load_floats<T, V>(dres + e, a);
 #pragma unroll
             for (int j = 0; j < V; j++) a[j] += g[j];
-            dp_store<T, V>(dres + e, a);
+            store_floats<T, V>(dres + e, a);
         }
         if (dyk != nullptr)
         {
-            dp_load<T, V>(dyk + e, a);
+            load_floats<T, V>(dyk + e, a);
 #pragma unroll
             for (int j = 0; j < V; j++) a[j] += g[j] * s;
-            dp_store<T, V>(dyk + e, a);
+            store_floats<T, V>(dyk + e, a);
         }
     }
 }

@@ -17,25 +17,6 @@
 // T = dtype of x / y / dy / dx; P = dtype of gamma / beta.
 #include "common.cuh"
 
-template <typename T, int V>
-__device__ __forceinline__ void pm_load(const T* p, float* v)
-{
-    if constexpr (V == 1) v[0] = to_f(*p);
-    else
-    {
-        Pack<T> k = load_pack(p);
-#pragma unroll
-        for (int j = 0; j < V; j++) v[j] = to_f(k.v[j]);
-    }
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void pm_store(T* p, const float* v)
-{
-    if constexpr (V == 1) *p = from_f<T>(v[0]);
-    else store_pack(p, pack_from<T>(v));
-}
-
 // (a, b) summed over the nw warps of each group (groups are nw consecutive warps). Every thread of the
 // block calls it the same number of times (the leading barrier protects the previous call's scratch).
 __device__ __forceinline__ void pm_group_sum2(float& a, float& b, int nw, float* scratch)
@@ -105,7 +86,7 @@ __device__ __forceinline__ void pm_fwd(const T* x, const P* gamma, const P* beta
         for (int k = 0; k < KU; k++)
         {
             const int e0 = (k * NT + gt) * V;
-            if (ok && e0 < C4) pm_load<T, V>(src + col[k], &v[k * V]);
+            if (ok && e0 < C4) load_floats<T, V>(src + col[k], &v[k * V]);
             else
             {
 #pragma unroll
@@ -137,7 +118,7 @@ __device__ __forceinline__ void pm_fwd(const T* x, const P* gamma, const P* beta
                     float o[V];
 #pragma unroll
                     for (int j = 0; j < V; j++) o[j] = (v[k * V + j] - m) * rs * gv[k * V + j] + bv[k * V + j];
-                    pm_store<T, V>(y + r * C4 + e0, o);
+                    store_floats<T, V>(y + r * C4 + e0, o);
                 }
             }
             if (gt == 0) { mean[r] = m; rstd[r] = rs; }
@@ -180,8 +161,8 @@ __device__ __forceinline__ void pm_bwd(const T* x, const P* gamma, const float* 
             const int e0 = (k * NT + gt) * V;
             if (ok && e0 < C4)
             {
-                pm_load<T, V>(x + row + col[k], &xs[k * V]);
-                pm_load<T, V>(dy + r * C4 + e0, &ds[k * V]);
+                load_floats<T, V>(x + row + col[k], &xs[k * V]);
+                load_floats<T, V>(dy + r * C4 + e0, &ds[k * V]);
             }
             else
             {
@@ -209,7 +190,7 @@ __device__ __forceinline__ void pm_bwd(const T* x, const P* gamma, const float* 
                 {
                     const i64 at = row + col[k];
                     float o[V];
-                    pm_load<T, V>(dx + at, o);
+                    load_floats<T, V>(dx + at, o);
 #pragma unroll
                     for (int j = 0; j < V; j++)
                     {
@@ -217,7 +198,7 @@ __device__ __forceinline__ void pm_bwd(const T* x, const P* gamma, const float* 
                         const float xh = (xs[e] - m) * rs;
                         o[j] += rs * (ds[e] * gv[e] - a - xh * b);
                     }
-                    pm_store<T, V>(dx + at, o);
+                    store_floats<T, V>(dx + at, o);
                 }
             }
         }
