@@ -9,6 +9,10 @@
 // the loads: window token i = (ri, ci) of window (wr, wc) sits at shifted (Y, X) = (wr·w+ri, wc·w+ci),
 // which is original token ((Y+s) mod H, (X+s) mod W). The stores use the same map, which is exactly the
 // reverse partition followed by the roll by +s.
+// Partial windows: H×W is the padded map (multiples of w); only its top-left Hr×Wr tokens are stored in
+// qkv and y ([B, Hr·Wr, ...]). A padding token takes q, k, v from `pad` [3C] (the qkv Linear's bias: the
+// detection Swin zero-pads the normalised map; zeros when pad is null), attends and is attended to, and is
+// never stored; in the backward its k, v gradients go to per-block partial sums (dpad_part) instead of dqkv.
 // Scores S = scale·q·kᵀ + table[rel(i,j), h] + mask, mask = −100 where the two tokens' regions of the
 // shifted image differ (rows split at H−w and H−s, columns at W−w and W−s; s > 0 only), as the
 // official attn_mask. Math is fp32 whatever T is (window_attn_fwd_tc_bf16, further down, is the tensor-core
@@ -26,14 +30,14 @@
 
 struct WaGeom
 {
-    int H, W, w, s, nH, nWh, nWw, N;
+    int H, W, Hr, Wr, w, s, nH, nWh, nWw, N;
     int b, wr, wc, h;
 };
 
-__device__ __forceinline__ WaGeom wa_geom(int B, int H, int W, int nH, int w, int s)
+__device__ __forceinline__ WaGeom wa_geom(int B, int H, int W, int Hr, int Wr, int nH, int w, int s)
 {
     WaGeom g;
-    g.H = H; g.W = W; g.w = w; g.s = s; g.nH = nH;
+    g.H = H; g.W = W; g.Hr = Hr; g.Wr = Wr; g.w = w; g.s = s; g.nH = nH;
     g.nWh = H / w; g.nWw = W / w; g.N = w * w;
     int win = blockIdx.x;
     g.b = win / (g.nWh * g.nWw);
@@ -43,13 +47,23 @@ __device__ __forceinline__ WaGeom wa_geom(int B, int H, int W, int nH, int w, in
     return g;
 }
 
-// Token index (within the batch item) of window token i, undoing the cyclic shift.
+// Stored token index (batch included) of window token i, undoing the cyclic shift; −1 for a padding token.
 __device__ __forceinline__ i64 wa_token(const WaGeom& g, int i)
 {
     int Y = g.wr * g.w + i / g.w, X = g.wc * g.w + i % g.w;
     int y = Y + g.s; if (y >= g.H) y -= g.H;
     int x = X + g.s; if (x >= g.W) x -= g.W;
-    return (i64)g.b * g.H * g.W + (i64)y * g.W + x;
+    if (y >= g.Hr || x >= g.Wr) return -1;
+    return (i64)g.b * g.Hr * g.Wr + (i64)y * g.Wr + x;
+}
+
+// Element c of part p (0 q, 1 k, 2 v) of head h for token t, the pad row's for a padding token.
+template <typename T>
+__device__ __forceinline__ float wa_qkv(const T* qkv, const T* pad, const WaGeom& g, i64 t, int p, int c)
+{
+    const int C = g.nH * WA_D;
+    if (t >= 0) return to_f(qkv[(t * 3 + p) * C + g.h * WA_D + c]);
+    return pad != nullptr ? to_f(pad[p * C + g.h * WA_D + c]) : 0.0f;
 }
 
 // Region label (0..8) of window token i in the shifted image; all 0 without a shift.
@@ -70,14 +84,12 @@ __device__ __forceinline__ int wa_rel(int i, int j, int w)
 
 // Loads `rows` ([N][33] f32) with part p (0 q, 1 k, 2 v) of head h for the window's N tokens.
 template <typename T>
-__device__ __forceinline__ void wa_load_part(const T* qkv, const WaGeom& g, int p, float* rows)
+__device__ __forceinline__ void wa_load_part(const T* qkv, const T* pad, const WaGeom& g, int p, float* rows)
 {
-    const int C = g.nH * WA_D;
     for (int e = threadIdx.x; e < g.N * WA_D; e += blockDim.x)
     {
         int i = e >> 5, c = e & 31;
-        i64 t = wa_token(g, i);
-        rows[i * WA_LD + c] = to_f(qkv[(t * 3 + p) * C + g.h * WA_D + c]);
+        rows[i * WA_LD + c] = wa_qkv(qkv, pad, g, wa_token(g, i), p, c);
     }
 }
 
@@ -109,11 +121,11 @@ struct alignas(8) WaF2 { float x, y; };
 
 // Shared memory: K, V [N][33], per warp two q rows [2·32] + two p rows [2N], btab [(2w−1)²], lab [N].
 template <typename T>
-__device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt, T* y, float* lse,
-                                       int B, int H, int W, int nH, int w, int s, float scale)
+__device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt, T* y, float* lse, const T* pad,
+                                       int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
     FIBER_DYNAMIC_SMEM(float, sm);
-    WaGeom g = wa_geom(B, H, W, nH, w, s);
+    WaGeom g = wa_geom(B, H, W, Hr, Wr, nH, w, s);
     const int N = g.N, T2 = (2 * w - 1) * (2 * w - 1), C = nH * WA_D;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     float* Ks = sm;
@@ -124,8 +136,8 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
     float* qrow = wbuf + warp * (2 * WA_D + 2 * N);  // the pair's two q rows
     WaF2* prow = (WaF2*)(qrow + 2 * WA_D);           // exp(s − max) of both rows, interleaved
 
-    wa_load_part(qkv, g, 1, Ks);
-    wa_load_part(qkv, g, 2, Vs);
+    wa_load_part(qkv, pad, g, 1, Ks);
+    wa_load_part(qkv, pad, g, 2, Vs);
     wa_load_tables(table, tdt, g, btab, lab);
     __syncthreads();
 
@@ -136,8 +148,8 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
         const bool has1 = i0 + 1 < N;
         const int i1 = has1 ? i0 + 1 : i0;
         const i64 t0 = wa_token(g, i0), t1 = wa_token(g, i1);
-        qrow[lane] = to_f(qkv[(t0 * 3 + 0) * C + g.h * WA_D + lane]);
-        qrow[WA_D + lane] = to_f(qkv[(t1 * 3 + 0) * C + g.h * WA_D + lane]);
+        qrow[lane] = wa_qkv(qkv, pad, g, t0, 0, lane);
+        qrow[WA_D + lane] = wa_qkv(qkv, pad, g, t1, 0, lane);
         __syncwarp();
         float qa[WA_D], qb[WA_D];
         wa_regs(qrow, qa);
@@ -187,11 +199,11 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
             oa += p.x * v; ob += p.y * v;
         }
         float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
-        y[t0 * C + g.h * WA_D + lane] = from_f<T>(oa / suma);
+        if (t0 >= 0) y[t0 * C + g.h * WA_D + lane] = from_f<T>(oa / suma);
         if (lane == 0) lrow[i0] = ma + logf(suma);
         if (has1)
         {
-            y[t1 * C + g.h * WA_D + lane] = from_f<T>(ob / sumb);
+            if (t1 >= 0) y[t1 * C + g.h * WA_D + lane] = from_f<T>(ob / sumb);
             if (lane == 0) lrow[i1] = mb + logf(sumb);
         }
         __syncwarp(); // qrow/prow are rewritten by the next pair
@@ -205,14 +217,18 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
 // into this block's row of `dtab_part` [B·nW, nH, (2w−1)²] and wa_dbias_reduce adds those over windows
 // in window order. dqkv: each token belongs to one window, so a block owns its q/k/v gradient slices and
 // adds (+=) with plain loads and stores.
-// Shared memory: Q, K, V, dO [N][33]; lse, D [N]; per warp two float-pair rows [4N] + dtab [(2w−1)²]; btab; lab [N].
+// Padding tokens: their dO is 0 (nothing is stored for them), so their rows add nothing; their keys' dK, dV
+// are summed per warp in key order into private [64] copies, then in warp order into this block's row of
+// `dpad_part` [B·nW, nH, 64] (k channels, then v), which wa_dpad_reduce adds over windows into dpad.
+// Shared memory: Q, K, V, dO [N][33]; lse, D [N]; per warp two float-pair rows [4N] + dtab [(2w−1)²]; btab;
+// lab [N]; per warp the padding tokens' dK|dV [64].
 template <typename T>
 __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt, const T* y, const float* lse,
-                                       const T* dy, T* dqkv, float* dtab_part,
-                                       int B, int H, int W, int nH, int w, int s, float scale)
+                                       const T* dy, T* dqkv, float* dtab_part, const T* pad, float* dpad_part,
+                                       int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
     FIBER_DYNAMIC_SMEM(float, sm);
-    WaGeom g = wa_geom(B, H, W, nH, w, s);
+    WaGeom g = wa_geom(B, H, W, Hr, Wr, nH, w, s);
     const int N = g.N, T2 = (2 * w - 1) * (2 * w - 1), C = nH * WA_D;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     float* Qs = sm;
@@ -225,22 +241,25 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
     float* wtab = wbuf + nwarps * 4 * N;             // nwarps × T2
     float* btab = wtab + nwarps * T2;
     int* lab = (int*)(btab + T2);
+    float* wpad = (float*)(lab + N);                  // nwarps × 64
     float* bufA = wbuf + warp * 4 * N;
     WaF2* bufD = (WaF2*)(bufA + 2 * N);
     float* mytab = wtab + warp * T2;
+    float* mypad = wpad + warp * 64;
 
-    wa_load_part(qkv, g, 0, Qs);
-    wa_load_part(qkv, g, 1, Ks);
-    wa_load_part(qkv, g, 2, Vs);
+    wa_load_part(qkv, pad, g, 0, Qs);
+    wa_load_part(qkv, pad, g, 1, Ks);
+    wa_load_part(qkv, pad, g, 2, Vs);
     wa_load_tables(table, tdt, g, btab, lab);
     for (int e = threadIdx.x; e < nwarps * T2; e += blockDim.x) wtab[e] = 0.0f;
+    for (int e = threadIdx.x; e < nwarps * 64; e += blockDim.x) wpad[e] = 0.0f;
     const float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
     for (int e = threadIdx.x; e < N; e += blockDim.x) Ls[e] = lrow[e];
     for (int i = warp; i < N; i += nwarps)
     {
         const i64 t = wa_token(g, i);
-        float d = to_f(dy[t * C + g.h * WA_D + lane]);
-        float o = to_f(y[t * C + g.h * WA_D + lane]);
+        float d = t >= 0 ? to_f(dy[t * C + g.h * WA_D + lane]) : 0.0f;
+        float o = t >= 0 ? to_f(y[t * C + g.h * WA_D + lane]) : 0.0f;
         dOs[i * WA_LD + lane] = d;
         float dd = warp_sum(d * o);
         if (lane == 0) Ds[i] = dd;
@@ -291,11 +310,16 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
             float k = Ks[j * WA_LD + lane];
             dqa += d2.x * k; dqb += d2.y * k;
         }
-        T* dst = dqkv + (wa_token(g, i0) * 3 + 0) * C + g.h * WA_D + lane;
-        *dst = from_f<T>(to_f(*dst) + scale * dqa);
-        if (has1)
+        // A padding row's dQ is 0 (its dO is): nothing to store.
+        const i64 ta = wa_token(g, i0), tb = wa_token(g, i1);
+        if (ta >= 0)
         {
-            T* dst1 = dqkv + (wa_token(g, i1) * 3 + 0) * C + g.h * WA_D + lane;
+            T* dst = dqkv + (ta * 3 + 0) * C + g.h * WA_D + lane;
+            *dst = from_f<T>(to_f(*dst) + scale * dqa);
+        }
+        if (has1 && tb >= 0)
+        {
+            T* dst1 = dqkv + (tb * 3 + 0) * C + g.h * WA_D + lane;
             *dst1 = from_f<T>(to_f(*dst1) + scale * dqb);
         }
         __syncwarp();
@@ -360,18 +384,26 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
         }
         {
             const i64 t = wa_token(g, j0);
-            T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
-            T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
-            *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dka);
-            *dv_dst = from_f<T>(to_f(*dv_dst) + dva);
+            if (t >= 0)
+            {
+                T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+                T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+                *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dka);
+                *dv_dst = from_f<T>(to_f(*dv_dst) + dva);
+            }
+            else { mypad[lane] += scale * dka; mypad[32 + lane] += dva; }
         }
         if (has1)
         {
             const i64 t = wa_token(g, j1);
-            T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
-            T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
-            *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dkb);
-            *dv_dst = from_f<T>(to_f(*dv_dst) + dvb);
+            if (t >= 0)
+            {
+                T* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+                T* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+                *dk_dst = from_f<T>(to_f(*dk_dst) + scale * dkb);
+                *dv_dst = from_f<T>(to_f(*dv_dst) + dvb);
+            }
+            else { mypad[lane] += scale * dkb; mypad[32 + lane] += dvb; }
         }
         __syncwarp();
     }
@@ -383,6 +415,16 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
         {
             float acc = 0.0f;
             for (int k = 0; k < nwarps; k++) acc += wtab[k * T2 + e];
+            out[e] = acc;
+        }
+    }
+    if (dpad_part != nullptr)
+    {
+        float* out = dpad_part + ((i64)blockIdx.x * nH + g.h) * 64;
+        for (int e = threadIdx.x; e < 64; e += blockDim.x)
+        {
+            float acc = 0.0f;
+            for (int k = 0; k < nwarps; k++) acc += wpad[k * 64 + e];
             out[e] = acc;
         }
     }
@@ -406,7 +448,7 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
 #define WA_TC_LD 40
 #define WA_TC_KC 64
 
-__device__ __forceinline__ void wa_tc_stage(const bf16* qkv, const WaGeom& g, int Npad, u16* Qs, u16* Ks, u16* Vs)
+__device__ __forceinline__ void wa_tc_stage(const bf16* qkv, const bf16* pad, const WaGeom& g, int Npad, u16* Qs, u16* Ks, u16* Vs)
 {
     const int C = g.nH * WA_D;
     const bool vec = aligned16(qkv);
@@ -415,12 +457,18 @@ __device__ __forceinline__ void wa_tc_stage(const bf16* qkv, const WaGeom& g, in
     {
         const int i = e / 12, r = e - 12 * i, p = r >> 2, c = (r & 3) * 8;
         u16* dst = (p == 0 ? Qs : p == 1 ? Ks : Vs) + i * WA_TC_LD + c;
-        if (i < g.N)
+        const i64 t = i < g.N ? wa_token(g, i) : -1;
+        if (t >= 0)
         {
-            const bf16* src = qkv + (wa_token(g, i) * 3 + p) * C + g.h * WA_D + c;
+            const bf16* src = qkv + (t * 3 + p) * C + g.h * WA_D + c;
             if (vec) cp_async_cg_16(dst, src);
             else
                 for (int k = 0; k < 8; k++) dst[k] = src[k].bits;
+        }
+        else if (i < g.N && pad != nullptr) // a padding token of the map: the pad row
+        {
+            const bf16* src = pad + p * C + g.h * WA_D + c;
+            for (int k = 0; k < 8; k++) dst[k] = src[k].bits;
         }
         else
         {
@@ -441,11 +489,11 @@ __device__ __forceinline__ float wa_quad_sum(float v)
     return v + __shfl_xor_sync(FIBER_FULL_MASK, v, 2);
 }
 
-__device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
-                                          int B, int H, int W, int nH, int w, int s, float scale)
+__device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse, const bf16* pad,
+                                          int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
     FIBER_DYNAMIC_SMEM(u16, sm);
-    WaGeom g = wa_geom(B, H, W, nH, w, s);
+    WaGeom g = wa_geom(B, H, W, Hr, Wr, nH, w, s);
     const int N = g.N, Npad = (N + 15) & ~15, W2 = 2 * w - 1, T2 = W2 * W2, C = nH * WA_D;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     const int gq = lane >> 2, tq = lane & 3;
@@ -456,7 +504,7 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
     int* kinfo = (int*)(Vs + Npad * WA_TC_LD); // koff(j)·16 + label(j): one 8-byte load gives a lane both of its keys
     float* btab = (float*)(kinfo + Npad);
 
-    wa_tc_stage(qkv, g, Npad, Qs, Ks, Vs);
+    wa_tc_stage(qkv, pad, g, Npad, Qs, Ks, Vs);
     for (int e = threadIdx.x; e < T2; e += blockDim.x) btab[e] = L2E * load_dyn(table, (i64)e * g.nH + g.h, tdt);
     // rel(i, j) = base(i) − koff(j) with base(i) = (ri+w−1)(2w−1) + ci+w−1 and koff(j) = rj(2w−1) + cj.
     for (int j = threadIdx.x; j < Npad; j += blockDim.x) kinfo[j] = j < N ? ((j / w) * W2 + j % w) * 16 + wa_label(g, j) : 0;
@@ -570,10 +618,11 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
         for (int c = lane; c < 64; c += 32)
         {
             const int row = c >> 2, ch = (c & 3) * 8;
-            if (r0 + row < N)
+            const i64 t = r0 + row < N ? wa_token(g, r0 + row) : -1;
+            if (t >= 0)
             {
                 const u16* srcp = st + row * WA_TC_LD + ch;
-                bf16* dst = y + wa_token(g, r0 + row) * C + g.h * WA_D + ch;
+                bf16* dst = y + t * C + g.h * WA_D + ch;
                 if (yal) *(uint4*)dst = *(const uint4*)srcp;
                 else
                     for (int k = 0; k < 8; k++) dst[k].bits = srcp[k];
@@ -582,32 +631,32 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
     }
 }
 
-extern "C" __global__ void window_attn_fwd_f32(const float* qkv, const void* table, int tdt, float* y, float* lse,
-                                               int B, int H, int W, int nH, int w, int s, float scale)
+extern "C" __global__ void window_attn_fwd_f32(const float* qkv, const void* table, int tdt, float* y, float* lse, const float* pad,
+                                               int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
-    wa_fwd<float>(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
+    wa_fwd<float>(qkv, table, tdt, y, lse, pad, B, H, W, Hr, Wr, nH, w, s, scale);
 }
-extern "C" __global__ void window_attn_fwd_bf16(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
-                                                int B, int H, int W, int nH, int w, int s, float scale)
+extern "C" __global__ void window_attn_fwd_bf16(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse, const bf16* pad,
+                                                int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
-    wa_fwd<bf16>(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
+    wa_fwd<bf16>(qkv, table, tdt, y, lse, pad, B, H, W, Hr, Wr, nH, w, s, scale);
 }
-extern "C" __global__ void window_attn_fwd_tc_bf16(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse,
-                                                   int B, int H, int W, int nH, int w, int s, float scale)
+extern "C" __global__ void window_attn_fwd_tc_bf16(const bf16* qkv, const void* table, int tdt, bf16* y, float* lse, const bf16* pad,
+                                                   int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
-    wa_fwd_tc(qkv, table, tdt, y, lse, B, H, W, nH, w, s, scale);
+    wa_fwd_tc(qkv, table, tdt, y, lse, pad, B, H, W, Hr, Wr, nH, w, s, scale);
 }
 extern "C" __global__ void window_attn_bwd_f32(const float* qkv, const void* table, int tdt, const float* y, const float* lse,
-                                               const float* dy, float* dqkv, float* dtab_part,
-                                               int B, int H, int W, int nH, int w, int s, float scale)
+                                               const float* dy, float* dqkv, float* dtab_part, const float* pad, float* dpad_part,
+                                               int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
-    wa_bwd<float>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, B, H, W, nH, w, s, scale);
+    wa_bwd<float>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, pad, dpad_part, B, H, W, Hr, Wr, nH, w, s, scale);
 }
 extern "C" __global__ void window_attn_bwd_bf16(const bf16* qkv, const void* table, int tdt, const bf16* y, const float* lse,
-                                                const bf16* dy, bf16* dqkv, float* dtab_part,
-                                                int B, int H, int W, int nH, int w, int s, float scale)
+                                                const bf16* dy, bf16* dqkv, float* dtab_part, const bf16* pad, float* dpad_part,
+                                                int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
-    wa_bwd<bf16>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, B, H, W, nH, w, s, scale);
+    wa_bwd<bf16>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, pad, dpad_part, B, H, W, Hr, Wr, nH, w, s, scale);
 }
 
 // dtable[e, h] += Σ_win part[win, h, e] (window order: deterministic). One thread per (h, e), e fastest
@@ -621,5 +670,18 @@ extern "C" __global__ void window_attn_dbias_reduce(const float* part, int nwin,
         for (int win = 0; win < nwin; win++) acc += part[((i64)win * nH + h) * T2 + e];
         i64 o = (i64)e * nH + h;
         store_dyn(dtable, o, tdt, load_dyn(dtable, o, tdt) + acc);
+    }
+}
+
+// dpad[p·C + h·32 + c] += Σ_win part[win, h, (p−1)·32 + c] for p = 1 (k), 2 (v) (window order: deterministic).
+extern "C" __global__ void window_attn_dpad_reduce(const float* part, int nwin, int nH, void* dpad, int dt)
+{
+    FIBER_GRID_LOOP(k, (i64)nH * 64)
+    {
+        int h = (int)(k / 64), e = (int)(k % 64);
+        float acc = 0.0f;
+        for (int win = 0; win < nwin; win++) acc += part[((i64)win * nH + h) * 64 + e];
+        i64 o = (i64)(1 + e / 32) * nH * WA_D + h * WA_D + (e % 32);
+        store_dyn(dpad, o, dt, load_dyn(dpad, o, dt) + acc);
     }
 }

@@ -239,19 +239,19 @@ public sealed class SwinBlock : Module
         int hp = height, wp = width;
         if (PadsToWindow) { hp = (height + w - 1) / w * w; wp = (width + w - 1) / w * w; }
         else if (height % w != 0 || width % w != 0) throw new ArgumentException($"Swin block ({Stage}): grid {height}x{width} is not a multiple of window {w}");
-        // Padded tokens are zeros after norm1 (their q, k, v are the qkv bias) and are attended to, as in the official code.
-        var xn = Fx.PadGrid(Norm1.Forward(x), height, width, hp, wp);
+        // Padded tokens are zeros after norm1, so their q, k, v are the qkv bias, and they are attended to (official code).
         Tensor a;
         if (FusedWindowKernel)
         {
-            // qkv stays in token order: the kernel rolls, partitions and reverses in its loads and stores.
-            var qkv = Attn.Qkv.Forward(xn);
-            a = Attn.Proj.Forward(Fx.CropGrid(WindowAttentionOp.Apply(qkv, Attn.Table, hp, wp, Heads, w, Shift), hp, wp, height, width));
+            // qkv stays in token order: the kernel rolls, partitions and reverses in its loads and stores, and takes the
+            // padding tokens' q, k, v from the bias (no padded copy of the map).
+            var qkv = Attn.Qkv.Forward(Norm1.Forward(x));
+            a = Attn.Proj.Forward(WindowAttentionOp.Apply(qkv, Attn.Table, height, width, Heads, w, Shift, pad: Attn.Qkv.Bias));
         }
         else
         {
             int nh = hp / w, nw = wp / w;
-            var h = F.Reshape(xn, b, hp, wp, c);
+            var h = F.Reshape(Fx.PadGrid(Norm1.Forward(x), height, width, hp, wp), b, hp, wp, c);
             if (Shift > 0) h = Fx.Roll(Fx.Roll(h, -Shift, 1), -Shift, 2);
             var win = F.Reshape(F.Permute(F.Reshape(h, b, nh, w, nw, w, c), 0, 1, 3, 2, 4, 5), b * nh * nw, w * w, c);
             a = Attn.Forward(win, b, Shift > 0 ? ShiftMaskTensor(hp, wp) : null);

@@ -105,11 +105,48 @@ public sealed class WindowAttentionCpuTests
         for (int i = 0; i < t1.Length; i++) Assert.AreEqual(pret[i] + t1[i], t2[i], 1e-12);
     }
 
+    /// <summary>
+    /// Partial windows: a 5×10 map with window 4 (padded to 8×12) and a pad row for the padding tokens' q, k, v equals
+    /// the plain reference run on the explicitly padded map, cropped; without a pad row the padding is zeros.
+    /// </summary>
     [TestMethod]
-    public void RejectsImageNotMultipleOfWindow()
+    [DataRow(0)]
+    [DataRow(2)]
+    public void PartialWindowsAreThePlainReferenceOnThePaddedMap(int s)
     {
-        using var qkv = Cpu.Zeros([1, 5 * 7, 3 * 32], DType.F32);
-        using var table = Cpu.Zeros([169, 1], DType.F32);
-        Assert.ThrowsExactly<ArgumentException>(() => WindowAttentionOp.Apply(qkv, table, 5, 7, 1, 7, 0));
+        const int B = 2, vh = 5, vw = 10, w = 4, nH = 2, d = 8, H = 8, W = 12, C = nH * d;
+        var r = new Random(77 + s);
+        var qkv = Rand(r, (long)B * vh * vw * 3 * C, 1.5);
+        var pad = Rand(r, 3 * C, 1.5);
+        var table = Rand(r, (2 * w - 1) * (2 * w - 1) * nH, 2);
+        double scale = (float)(1 / Math.Sqrt(d));
+        var a = WindowAttentionShape.ForMap(B, vh, vw, nH, d, w, s, (float)scale);
+        Assert.IsTrue(a.Padded && a.Height == H && a.Width == W);
+        foreach (var withPad in new[] { true, false })
+        {
+            var full = new double[(long)B * H * W * 3 * C];
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < H * W; t++)
+                {
+                    int yy = t / W, xx = t % W;
+                    long dst = ((long)b * H * W + t) * 3 * C;
+                    if (yy < vh && xx < vw) Array.Copy(qkv, ((long)b * vh * vw + yy * vw + xx) * 3 * C, full, dst, 3 * C);
+                    else if (withPad) Array.Copy(pad, 0, full, dst, 3 * C);
+                }
+            var (ye, lsee) = PlainWindowAttention.Run(full, table, B, H, W, nH, d, w, s, scale);
+            var stored = new double[(long)B * vh * vw * C];
+            for (int b = 0; b < B; b++)
+                for (int yy = 0; yy < vh; yy++)
+                    Array.Copy(ye, ((long)b * H * W + yy * W) * C, stored, ((long)b * vh * vw + yy * vw) * C, (long)vw * C);
+
+            using var tq = Cpu.FromDoubles(qkv, a.QkvShape, DType.F64);
+            using var tt = Cpu.FromDoubles(table, a.TableShape, DType.F64);
+            using var tp = Cpu.FromDoubles(pad, [3 * C], DType.F64);
+            using var y = Cpu.Empty(a.OutShape, DType.F64);
+            using var lse = Cpu.Empty(a.LseShape, DType.F64);
+            new CpuWindowAttention().Forward(tq, tt, a, y, lse, withPad ? tp : null);
+            Near(stored, y.ToArray<double>(), 1e-12, $"y (pad row {withPad})");
+            Near(lsee, lse.ToArray<double>(), 1e-12, $"lse (pad row {withPad})");
+        }
     }
 }

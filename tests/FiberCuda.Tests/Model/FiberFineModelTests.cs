@@ -158,8 +158,9 @@ public sealed class FiberFineModelTests
                 else Assert.AreEqual(both.TextHidden.ToDoubleArray()[i * d + k], e[i * d + k]);
     }
 
-    /// <summary>A map that is a multiple of the window goes through without padding, and one that is not pads with zeros
-    /// after norm1 (so the padded tokens' keys are the qkv bias, attended to), not with a mask.</summary>
+    /// <summary>A map that is not a multiple of the window behaves as the official zero padding after norm1 (the padded
+    /// tokens' q, k, v are the qkv bias, attended to, not masked): the block (padding inside the attention op) against
+    /// the explicit composition (pad, Linear, attention on the whole 6×6 map, crop), values and every gradient.</summary>
     [TestMethod]
     public void PaddedBlockEqualsTheBlockOnAnExplicitlyPaddedMap()
     {
@@ -171,17 +172,29 @@ public sealed class FiberFineModelTests
             Enumerable.Range(0, (int)p.Tensor.Numel).Select(_ => (p.Name.Contains("norm") && p.Name.EndsWith("weight") ? 1 : 0) + 0.3 * (rng.NextDouble() - 0.5)).ToArray(), p.Tensor.Shape, DType.F64));
         blk.LoadStateDict(sd);
         blk.Eval();
-        using var _ = Grad.NoGrad();
         int h = 4, w = 5; // padded to 6×6 by the window 3, shift 1
         var x = ctx.Backend.FromDoubles(Enumerable.Range(0, 2 * h * w * blk.Dim).Select(_ => rng.NextDouble() - 0.5).ToArray(), [2, h * w, blk.Dim], DType.F64);
-        var y = blk.Forward(x, h, w).ToDoubleArray();
-
-        // The same block written out: norm1, pad, attention on the 6×6 map, crop, residual, MLP.
-        var xn = Fx.PadGrid(blk.Norm1.Forward(x), h, w, 6, 6);
-        var a = blk.Attn.Proj.Forward(Fx.CropGrid(WindowAttentionOp.Apply(blk.Attn.Qkv.Forward(xn), blk.Attn.Table, 6, 6, blk.Heads, 3, 1), 6, 6, h, w));
-        var s = F.Add(x, a);
-        var r = F.Add(s, blk.Mlp.Forward(blk.Norm2.Forward(s))).ToDoubleArray();
-        AssertClose(r, y, 1e-12, "block");
+        x.RequiresGrad = true;
+        var gw = ctx.Backend.FromDoubles(Enumerable.Range(0, 2 * h * w * blk.Dim).Select(_ => rng.NextDouble() - 0.5).ToArray(), [2, h * w, blk.Dim], DType.F64);
+        (double[] Y, double[] Dx, Dictionary<string, double[]> G) Grads(Func<Tensor> f)
+        {
+            blk.ZeroGrad(); x.Grad?.Dispose(); x.Grad = null;
+            var y = f();
+            F.Sum(F.Mul(y, gw)).Backward();
+            return (y.ToDoubleArray(), x.Grad!.ToDoubleArray(), blk.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToDoubleArray()));
+        }
+        var got = Grads(() => blk.Forward(x, h, w));
+        // The same block written out: norm1, zero padding, qkv Linear, attention on the whole 6×6 map, crop, residual, MLP.
+        var want = Grads(() =>
+        {
+            var xn = Fx.PadGrid(blk.Norm1.Forward(x), h, w, 6, 6);
+            var a = blk.Attn.Proj.Forward(Fx.CropGrid(WindowAttentionOp.Apply(blk.Attn.Qkv.Forward(xn), blk.Attn.Table, 6, 6, blk.Heads, 3, 1), 6, 6, h, w));
+            var s = F.Add(x, a);
+            return F.Add(s, blk.Mlp.Forward(blk.Norm2.Forward(s)));
+        });
+        AssertClose(want.Y, got.Y, 1e-12, "block");
+        AssertClose(want.Dx, got.Dx, 1e-10, "dx");
+        foreach (var (n, g) in want.G) AssertClose(g, got.G[n], 1e-10, "d" + n);
 
         // The coarse Swin never pads: its window divides the grid by construction, and a grid it does not divide is an error.
         var coarse = new SwinBlock(ctx, FiberConfig.Tiny(), 1, 1, 0f);
@@ -196,37 +209,43 @@ public sealed class FiberFineModelTests
     /// </summary>
     [TestMethod]
     [TestCategory("Emulated")]
-    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheEmulatedGpu() => PartialWindowBlockMatchesCpu(TestDevices.Emulated);
+    [DataRow(DType.F32)]
+    [DataRow(DType.BF16)] // the tensor-core forward
+    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheEmulatedGpu(DType dt) => PartialWindowBlockMatchesCpu(TestDevices.Emulated, dt);
 
     [TestMethod]
     [TestCategory("Gpu")]
-    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheGpu() => PartialWindowBlockMatchesCpu(TestDevices.Gpu);
+    [DataRow(DType.F32)]
+    [DataRow(DType.BF16)]
+    public void FusedKernelBlockWithPartialWindowsMatchesTheCpuOnTheGpu(DType dt) => PartialWindowBlockMatchesCpu(TestDevices.Gpu, dt);
 
-    static void PartialWindowBlockMatchesCpu(FiberCuda.Backends.IBackend device)
+    static void PartialWindowBlockMatchesCpu(FiberCuda.Backends.IBackend device, DType deviceDType)
     {
         var cfg = FiberConfig.Tiny(FiberStage.Fine, window: 7) with { EmbedDim = 32, NumHeads = [1, 2, 2, 4] };
         const int h = 10, w = 9, b = 2;
-        (double[] Y, double[] Dx, Dictionary<string, double[]> G) Run(FiberCuda.Backends.IBackend be)
+        (double[] Y, double[] Dx, Dictionary<string, double[]> G) Run(FiberCuda.Backends.IBackend be, DType dt)
         {
             var r = new Random(3);
-            var blk = new SwinBlock(new NnContext(be, DType.F32), cfg, 1, 1, 0f);
+            var blk = new SwinBlock(new NnContext(be, dt), cfg, 1, 1, 0f);
             Assert.IsTrue(blk.PadsToWindow && blk.Shift == 3 && blk.Dim / blk.Heads == 32);
             Assert.IsTrue(blk.FusedWindowKernel, "head dim 32 takes the fused kernel on every backend");
             blk.LoadStateDict(blk.NamedParameters().ToDictionary(p => p.Name, p => be.FromDoubles(
                 Enumerable.Range(0, (int)p.Tensor.Numel).Select(_ => (p.Name.Contains("norm") && p.Name.EndsWith("weight") ? 1 : 0) + 0.4 * (r.NextDouble() - 0.5)).ToArray(), p.Tensor.Shape)));
             blk.Eval();
-            var x = be.FromDoubles(Enumerable.Range(0, b * h * w * blk.Dim).Select(_ => r.NextDouble() - 0.5).ToArray(), [b, h * w, blk.Dim]);
+            var x = be.FromDoubles(Enumerable.Range(0, b * h * w * blk.Dim).Select(_ => r.NextDouble() - 0.5).ToArray(), [b, h * w, blk.Dim], dt);
             x.RequiresGrad = true;
             var y = blk.Forward(x, h, w);
-            var gw = be.FromDoubles(Enumerable.Range(0, (int)y.Numel).Select(_ => r.NextDouble() - 0.5).ToArray(), y.Shape);
+            var gw = be.FromDoubles(Enumerable.Range(0, (int)y.Numel).Select(_ => r.NextDouble() - 0.5).ToArray(), y.Shape, dt);
             F.Sum(F.Mul(y, gw)).Backward();
             return (y.ToDoubleArray(), x.Grad!.ToDoubleArray(), blk.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToDoubleArray()));
         }
-        var cpu = Run(Backend.Cpu);
-        var gpu = Run(device);
-        AssertClose(cpu.Y, gpu.Y, 1e-5, "y");
-        AssertClose(cpu.Dx, gpu.Dx, 1e-4, "dx");
-        foreach (var (n, g) in cpu.G) AssertClose(g, gpu.G[n], 1e-4, "d" + n);
+        var cpu = Run(Backend.Cpu, DType.F32);
+        var gpu = Run(device, deviceDType);
+        // bf16: activations, weights and GEMM inputs rounded to 8 bits of mantissa (u = 2^-8) along a block.
+        double ty = deviceDType == DType.BF16 ? 3e-2 : 1e-5, tg = deviceDType == DType.BF16 ? 6e-2 : 1e-4;
+        AssertClose(cpu.Y, gpu.Y, ty, "y");
+        AssertClose(cpu.Dx, gpu.Dx, tg, "dx");
+        foreach (var (n, g) in cpu.G) AssertClose(g, gpu.G[n], tg, "d" + n);
     }
 
     [TestMethod]

@@ -59,12 +59,49 @@ public sealed class CpuWindowAttention : IWindowAttentionOps
         for (int i = 0; i < a.N; i++) { tok[i] = Token(a, wr, wc, i); lab[i] = Label(a, wr, wc, i); }
     }
 
-    public void Forward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse)
+    /// <summary>
+    /// Rows [B, ValidHeight·ValidWidth, width] placed into the padded map [B, Height·Width, width], padding rows filled
+    /// from <paramref name="fill"/> (null: zeros): the reference runs its unpadded algorithm on the result.
+    /// </summary>
+    static double[] PadRows(in WindowAttentionShape a, double[] rows, int width, double[]? fill)
     {
-        a.Check(qkv, table, y, lse);
+        if (!a.Padded) return rows;
+        int H = a.Height, W = a.Width, vh = a.ValidHeight, vw = a.ValidWidth;
+        var o = new double[(long)a.Batch * H * W * width];
+        for (int b = 0; b < a.Batch; b++)
+            for (int yy = 0; yy < H; yy++)
+                for (int xx = 0; xx < W; xx++)
+                {
+                    long dst = ((long)(b * H + yy) * W + xx) * width;
+                    if (yy < vh && xx < vw) Array.Copy(rows, ((long)(b * vh + yy) * vw + xx) * width, o, dst, width);
+                    else if (fill is not null) Array.Copy(fill, 0, o, dst, width);
+                }
+        return o;
+    }
+
+    /// <summary>The stored rows of a padded map into <paramref name="rows"/>; the padding rows summed into <paramref name="padSum"/> when given.</summary>
+    static void CropRows(in WindowAttentionShape a, double[] map, int width, double[] rows, double[]? padSum)
+    {
+        int H = a.Height, W = a.Width, vh = a.ValidHeight, vw = a.ValidWidth;
+        for (int b = 0; b < a.Batch; b++)
+            for (int yy = 0; yy < H; yy++)
+                for (int xx = 0; xx < W; xx++)
+                {
+                    long src = ((long)(b * H + yy) * W + xx) * width;
+                    if (yy < vh && xx < vw) Array.Copy(map, src, rows, ((long)(b * vh + yy) * vw + xx) * width, width);
+                    else if (padSum is not null) for (int c = 0; c < width; c++) padSum[c] += map[src + c];
+                }
+    }
+
+    public void Forward(Tensor qkv, Tensor table, in WindowAttentionShape shape, Tensor y, Tensor lse, Tensor? pad = null)
+    {
+        shape.Check(qkv, table, y, lse); shape.CheckPad(qkv, pad, null);
         Host(qkv, "qkv"); Host(table, "table"); Host(y, "y"); Host(lse, "lse");
-        var q = Read(qkv); var tb = Read(table);
-        var yo = new double[y.Numel]; var lo = new double[lse.Numel];
+        if (pad is not null) Host(pad, "pad");
+        // Partial windows: the same algorithm on the padded map, then the stored rows of y.
+        var a = shape with { ValidHeight = shape.Height, ValidWidth = shape.Width };
+        var q = PadRows(shape, Read(qkv), 3 * a.Channels, pad is null ? null : Read(pad)); var tb = Read(table);
+        var yo = new double[(long)a.Batch * a.Tokens * a.Channels]; var lo = new double[lse.Numel];
         int N = a.N, C = a.Channels, d = a.HeadDim, nWw = a.Width / a.Window, nWh = a.Height / a.Window;
         var tok = new int[N]; var lab = new int[N]; var s = new double[N];
         for (int b = 0; b < a.Batch; b++)
@@ -91,18 +128,26 @@ public sealed class CpuWindowAttention : IWindowAttentionOps
                             lo[((long)win * a.Heads + h) * N + i] = mx + Math.Log(sum);
                         }
                 }
+        if (shape.Padded) { var stored = new double[y.Numel]; CropRows(shape, yo, C, stored, null); yo = stored; }
         Write(y, yo); Write(lse, lo);
     }
 
-    public void Backward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable)
+    public void Backward(Tensor qkv, Tensor table, in WindowAttentionShape shape, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable,
+                         Tensor? pad = null, Tensor? dpad = null)
     {
-        a.Check(qkv, table, y, lse);
+        shape.Check(qkv, table, y, lse); shape.CheckPad(qkv, pad, dpad);
         Host(qkv, "qkv"); Host(table, "table"); Host(y, "y"); Host(lse, "lse"); Host(dy, "dy"); Host(dqkv, "dqkv");
+        if (pad is not null) Host(pad, "pad");
+        if (dpad is not null) Host(dpad, "dpad");
         if (dy.Numel != y.Numel) throw new ArgumentException($"window attention: dy {dy} does not match y {y}");
         if (dqkv.Numel != qkv.Numel) throw new ArgumentException($"window attention: dqkv {dqkv} does not match qkv {qkv}");
         if (dtable is not null) { Host(dtable, "dtable"); if (dtable.Numel != table.Numel) throw new ArgumentException($"window attention: dtable {dtable} does not match table {table}"); }
-        var q = Read(qkv); var tb = Read(table); var yo = Read(y); var lo = Read(lse); var g = Read(dy);
-        var dq = Read(dqkv); var dt = dtable is null ? null : Read(dtable);
+        // Partial windows: run on the padded map (padding rows of y and dy are 0: nothing flows from them).
+        var a = shape with { ValidHeight = shape.Height, ValidWidth = shape.Width };
+        int C3 = 3 * a.Channels;
+        var q = PadRows(shape, Read(qkv), C3, pad is null ? null : Read(pad)); var tb = Read(table);
+        var yo = PadRows(shape, Read(y), a.Channels, null); var lo = Read(lse); var g = PadRows(shape, Read(dy), a.Channels, null);
+        var dq = new double[q.Length]; var dt = dtable is null ? null : Read(dtable);
         int N = a.N, C = a.Channels, d = a.HeadDim, nWw = a.Width / a.Window, nWh = a.Height / a.Window;
         var tok = new int[N]; var lab = new int[N]; var s = new double[N];
         for (int b = 0; b < a.Batch; b++)
@@ -138,7 +183,14 @@ public sealed class CpuWindowAttention : IWindowAttentionOps
                             }
                         }
                 }
-        Write(dqkv, dq);
+        // dqkv += the stored rows; dpad += the padding rows' sum.
+        var stored = new double[dqkv.Numel];
+        var padSum = dpad is null ? null : new double[C3];
+        if (shape.Padded) CropRows(shape, dq, C3, stored, padSum); else stored = dq;
+        var acc = Read(dqkv);
+        for (long i = 0; i < acc.Length; i++) acc[i] += stored[i];
+        Write(dqkv, acc);
+        if (dpad is not null) { var pd = Read(dpad); for (int c = 0; c < C3; c++) pd[c] += padSum![c]; Write(dpad, pd); }
         if (dtable is not null) Write(dtable, dt!);
     }
 }

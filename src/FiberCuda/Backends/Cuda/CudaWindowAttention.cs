@@ -76,29 +76,34 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
         return (tiles + rounds - 1) / rounds;
     }
 
+    /// <summary>Q, K, V, dO rows; lse, D; per-warp pair rows and table copies; table; labels; per-warp padding dK|dV [64].</summary>
     public static int BackwardSharedBytes(in WindowAttentionShape a)
-        => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 4 * a.N + Warps * a.TableRows + a.TableRows + a.N);
+        => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 4 * a.N + Warps * a.TableRows + a.TableRows + a.N + Warps * 64);
 
-    public void Forward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse)
+    public void Forward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor? pad = null)
     {
-        a.Check(qkv, table, y, lse); Supported(a);
+        a.Check(qkv, table, y, lse); a.CheckPad(qkv, pad, null); Supported(a);
         Mine(qkv, "qkv"); Mine(table, "table"); Mine(y, "y"); Mine(lse, "lse");
+        if (pad is not null) Mine(pad, "pad");
         int qdt = Dt(qkv), tdt = Dt(table);
         if (lse.DType != DType.F32) throw new ArgumentException($"window attention (CUDA): lse {lse} must be f32");
         bool tc = qdt == 1 && UseTensorCores;
         int smem = tc ? TensorCoreForwardSharedBytes(a) : ForwardSharedBytes(a);
         int warps = tc ? TensorCoreWarps(a) : Warps;
         var k = Kernel(tc ? "window_attn_fwd_tc_bf16" : qdt == 0 ? "window_attn_fwd_f32" : "window_attn_fwd_bf16", smem);
-        nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address;
-        int B = a.Batch, H = a.Height, W = a.Width, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
-        void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &B, &H, &W, &nH, &w, &s, &scale };
+        nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address, pp = pad?.Address ?? 0;
+        int B = a.Batch, H = a.Height, W = a.Width, Hr = a.ValidHeight, Wr = a.ValidWidth, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
+        void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &pp, &B, &H, &W, &Hr, &Wr, &nH, &w, &s, &scale };
         _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), (uint)(warps * 32), smem, args);
     }
 
-    public void Backward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable)
+    public void Backward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor dy, Tensor dqkv, Tensor? dtable,
+                         Tensor? pad = null, Tensor? dpad = null)
     {
-        a.Check(qkv, table, y, lse); Supported(a);
+        a.Check(qkv, table, y, lse); a.CheckPad(qkv, pad, dpad); Supported(a);
         Mine(qkv, "qkv"); Mine(table, "table"); Mine(y, "y"); Mine(lse, "lse"); Mine(dy, "dy"); Mine(dqkv, "dqkv");
+        if (pad is not null) Mine(pad, "pad");
+        if (dpad is not null) Mine(dpad, "dpad");
         if (lse.DType != DType.F32) throw new ArgumentException($"window attention (CUDA): lse {lse} must be f32");
         if (dy.Numel != y.Numel || dy.DType != qkv.DType) throw new ArgumentException($"window attention (CUDA): dy {dy} does not match y {y}");
         if (dqkv.Numel != qkv.Numel || dqkv.DType != qkv.DType) throw new ArgumentException($"window attention (CUDA): dqkv {dqkv} does not match qkv {qkv}");
@@ -110,15 +115,25 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
             if (dtable.Numel != table.Numel) throw new ArgumentException($"window attention (CUDA): dtable {dtable} does not match table {table}");
             part = _be.Empty([a.Windows, a.Heads, a.TableRows], DType.F32);
         }
+        // Padding tokens' dK|dV per (window, head), summed over windows by the second kernel (deterministic).
+        Tensor? padPart = dpad is not null && a.Padded ? _be.Empty([a.Windows, a.Heads, 64], DType.F32) : null;
         try
         {
             int smem = BackwardSharedBytes(a);
             var k = Kernel(qdt == 0 ? "window_attn_bwd_f32" : "window_attn_bwd_bf16", smem);
             nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address, pdy = dy.Address, pdq = dqkv.Address;
-            nint pp = part?.Address ?? 0;
-            int B = a.Batch, H = a.Height, W = a.Width, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
-            void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &pdy, &pdq, &pp, &B, &H, &W, &nH, &w, &s, &scale };
+            nint pp = part?.Address ?? 0, ppad = pad?.Address ?? 0, pdp = padPart?.Address ?? 0;
+            int B = a.Batch, H = a.Height, W = a.Width, Hr = a.ValidHeight, Wr = a.ValidWidth, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
+            void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &pdy, &pdq, &pp, &ppad, &pdp, &B, &H, &W, &Hr, &Wr, &nH, &w, &s, &scale };
             _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), Warps * 32, smem, args);
+            if (padPart is not null)
+            {
+                var r = Kernel("window_attn_dpad_reduce", 0);
+                nint pd = dpad!.Address; int nwin = a.Windows;
+                void** ra = stackalloc void*[] { &pdp, &nwin, &nH, &pd, &qdt };
+                int total = 64 * nH;
+                _be.Device.Launch(r, (uint)Math.Max(1, Math.Min((total + 255) / 256, 1024)), 256, 0, ra);
+            }
             if (part is not null)
             {
                 var r = Kernel("window_attn_dbias_reduce", 0);
@@ -128,6 +143,6 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
                 _be.Device.Launch(r, (uint)Math.Max(1, Math.Min((total + 255) / 256, 1024)), 256, 0, ra);
             }
         }
-        finally { part?.Dispose(); }
+        finally { part?.Dispose(); padPart?.Dispose(); }
     }
 }
