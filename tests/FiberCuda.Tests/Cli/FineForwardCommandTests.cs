@@ -1,7 +1,9 @@
 using System.CommandLine;
 using FiberCuda.Cli.Commands;
 using FiberCuda.IO;
+using FiberCuda.Backends;
 using FiberCuda.Models;
+using FiberCuda.Nn;
 using FiberCuda.Tests.Model;
 
 namespace FiberCuda.Tests.Cli;
@@ -81,6 +83,37 @@ public sealed class FineForwardCommandTests
         var (rc, err) = Forward("--device", "emu");
         Assert.AreEqual(ExitCodes.Ok, rc, err);
         AssertMatchesTorch(1e-4);
+    }
+
+    /// <summary>
+    /// The user's path: an official fine checkpoint (the maskrcnn `.pth` of tests/…/Fixtures/weights, `module.` keys,
+    /// anchors and buffers) through `fiber convert`'s converter into engine weights, then `fiber forward`: the outputs
+    /// equal the fine model run in-process on the converted tensors (the file and the CLI lose nothing).
+    /// </summary>
+    [TestMethod]
+    public void AConvertedOfficialCheckpointRunsThroughTheCli()
+    {
+        var r = FiberConverter.Convert(new ConvertOptions { Inputs = [FiberCuda.Tests.IO.Fixture.P("tiny_fine_v2.pth")], From = "official-fine" });
+        var dir = Path.Combine(_dir, "converted");
+        FiberConverter.Write(r, dir);
+        var img = new float[2 * 3 * 64 * 64];
+        var rng = new Random(4);
+        for (int i = 0; i < img.Length; i++) img[i] = (float)(2 * rng.NextDouble() - 1);
+        WriteInput(HostTensor.FromFloats(img, [2, 3, 64, 64]));
+        var root = new RootCommand();
+        root.Subcommands.Add(ForwardCommand.Create());
+        Assert.AreEqual(ExitCodes.Ok, root.Parse(["forward", "--weights", Path.Combine(dir, "model.safetensors"), "--input", Input, "--out", Out, "--device", "cpu"]).Invoke());
+
+        var m = new FiberFineModel(NnContext.Cpu(), r.Config);
+        Assert.IsTrue(m.LoadBackbone(r.Tensors.ToDictionary(t => t.Key, t => t.Value.ToTensor(FiberCuda.Backends.Backend.Cpu))).Ok);
+        m.Eval();
+        FineBackboneOutput o;
+        using (FiberCuda.Autograd.Grad.NoGrad())
+            o = m.Forward(FiberCuda.Backends.Backend.Cpu.FromDoubles(Array.ConvertAll(img, v => (double)v), [2, 3, 64, 64], FiberCuda.Tensors.DType.F32), Fx.Text());
+        using var f = SafeTensorsFile.Open(Out);
+        for (int s = 0; s < 4; s++)
+            CollectionAssert.AreEqual(o.Features[s].ToNchw().ToFloatArray(), f.Read($"c{s + 2}").ToFloats(), $"c{s + 2}");
+        CollectionAssert.AreEqual(o.TextHidden.ToFloatArray(), f.Read("hidden").ToFloats(), "hidden");
     }
 
     [TestMethod]
