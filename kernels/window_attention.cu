@@ -15,8 +15,9 @@
 // never stored; in the backward its k, v gradients go to per-block partial sums (dpad_part) instead of dqkv.
 // Scores S = scale·q·kᵀ + table[rel(i,j), h] + mask, mask = −100 where the two tokens' regions of the
 // shifted image differ (rows split at H−w and H−s, columns at W−w and W−s; s > 0 only), as the
-// official attn_mask. Math is fp32 whatever T is (window_attn_fwd_tc_bf16, further down, is the tensor-core
-// forward for bf16: bf16 operands, fp32 accumulation, P rounded to bf16 before P·V).
+// official attn_mask. Math is fp32 whatever T is (window_attn_fwd_tc_bf16 and window_attn_bwd_tc_bf16, further
+// down, are the tensor-core forward and backward for bf16: bf16 operands, fp32 accumulation, P (and in the
+// backward dS) rounded to bf16 as mma operands).
 //
 // Work split: d = 32 = warp width, so a warp owns one query row at a time; for the scores each lane owns
 // keys j = lane + 32m (m < WA_MAXJ), for the outputs lane c owns channel c. K, V (and Q, dO in the
@@ -441,7 +442,7 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
 // of two adjacent n8 key tiles are exactly the A fragment of one k16 step), V as the B operand through
 // ldmatrix .trans, fp32 accumulators. Scores are kept in the log2 domain (scale, bias and mask
 // pre-multiplied by log2 e) so each probability is one exp2; lse is converted back to natural log.
-// The backward (wa_bwd) only needs y and lse, so it is shared with the fp32-math forward.
+// It writes the same y and lse as the fp32-math forward, so either backward (wa_bwd, wa_bwd_tc) follows either forward.
 // y leaves through the warp's own Q rows (free once its Q fragments are in registers): the accumulator
 // layout gives each lane 4-byte pieces of two rows, the staged rows go out as whole 16-byte chunks.
 // Shared memory: Q, K, V [Npad][WA_TC_LD] bf16; key info [Npad] int; btab·log2e [(2w−1)²] f32.
