@@ -165,6 +165,26 @@ public abstract class WindowAttentionTensorCoreBackwardTestBase
     public void SmallWindows(int w, int s) => Run(w, 2 * w - 1, w - 1, 2, s, DType.F32, withPad: true);
 }
 
+/// <summary>The TC backward's shared memory for the FIBER windows, from its layout (bf16 Q, K, V, dO rows of 40 for
+/// N rounded up to 16; f32 lse, D, key info; the table; per warp a table copy, a [64] pad copy and a 16×68 tile).</summary>
+[TestClass]
+public sealed class WindowAttentionTensorCoreBackwardSharedMemoryTests
+{
+    [TestMethod]
+    [DataRow(7, 64, 4)]
+    [DataRow(12, 144, 5)]
+    [DataRow(18, 336, 7)]
+    public void FitsTheSm90OptInLimit(int w, int npad, int warps)
+    {
+        var a = new WindowAttentionShape(1, w, w, 1, 32, w, 0, 1);
+        int t2 = (2 * w - 1) * (2 * w - 1);
+        Assert.AreEqual(warps, CudaWindowAttention.TensorCoreWarps(a));
+        Assert.AreEqual(4 * npad * 80 + 4 * (3 * npad + t2 + warps * (t2 + 64 + 16 * 68)), CudaWindowAttention.TensorCoreBackwardSharedBytes(a));
+        Assert.IsLessThanOrEqualTo(227 * 1024, CudaWindowAttention.TensorCoreBackwardSharedBytes(a));
+        Console.WriteLine($"w={w}: TC backward {CudaWindowAttention.TensorCoreBackwardSharedBytes(a)} B, fp32-math backward {CudaWindowAttention.BackwardSharedBytes(a)} B");
+    }
+}
+
 [TestClass]
 [TestCategory("Emulated")]
 public sealed class WindowAttentionTensorCoreBackwardEmulatedTests : WindowAttentionTensorCoreBackwardTestBase

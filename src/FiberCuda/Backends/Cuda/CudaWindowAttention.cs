@@ -84,7 +84,7 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
         => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 4 * a.N + Warps * a.TableRows + a.TableRows + a.N + Warps * 64);
 
     /// <summary>Q, K, V, dO as bf16 rows of 40; lse, D, key info [Npad]; the table; per warp a table copy, the
-    /// padding tokens' dK|dV [64] and a 16×68 f32 staging tile (w = 7: ~43 KB, 12: ~84 KB, 18: ~179 KB).</summary>
+    /// padding tokens' dK|dV [64] and a 16×68 f32 staging tile (w = 7: 43,060 B with 4 warps, 12: 83,544 B with 5, 18: 183,008 B with 7: fits sm_90's 227 KB, not sm_80's 163 KB).</summary>
     public static int TensorCoreBackwardSharedBytes(in WindowAttentionShape a)
         => 4 * PaddedN(a) * 40 * 2 + 4 * (3 * PaddedN(a) + a.TableRows + TensorCoreWarps(a) * (a.TableRows + 64 + 16 * 68));
 
