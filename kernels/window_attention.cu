@@ -15,8 +15,9 @@
 // never stored; in the backward its k, v gradients go to per-block partial sums (dpad_part) instead of dqkv.
 // Scores S = scale·q·kᵀ + table[rel(i,j), h] + mask, mask = −100 where the two tokens' regions of the
 // shifted image differ (rows split at H−w and H−s, columns at W−w and W−s; s > 0 only), as the
-// official attn_mask. Math is fp32 whatever T is (window_attn_fwd_tc_bf16, further down, is the tensor-core
-// forward for bf16: bf16 operands, fp32 accumulation, P rounded to bf16 before P·V).
+// official attn_mask. Math is fp32 whatever T is (window_attn_fwd_tc_bf16 and window_attn_bwd_tc_bf16, further
+// down, are the tensor-core forward and backward for bf16: bf16 operands, fp32 accumulation, P (and in the
+// backward dS) rounded to bf16 as mma operands).
 //
 // Work split: d = 32 = warp width, so a warp owns one query row at a time; for the scores each lane owns
 // keys j = lane + 32m (m < WA_MAXJ), for the outputs lane c owns channel c. K, V (and Q, dO in the
@@ -441,7 +442,7 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
 // of two adjacent n8 key tiles are exactly the A fragment of one k16 step), V as the B operand through
 // ldmatrix .trans, fp32 accumulators. Scores are kept in the log2 domain (scale, bias and mask
 // pre-multiplied by log2 e) so each probability is one exp2; lse is converted back to natural log.
-// The backward (wa_bwd) only needs y and lse, so it is shared with the fp32-math forward.
+// It writes the same y and lse as the fp32-math forward, so either backward (wa_bwd, wa_bwd_tc) follows either forward.
 // y leaves through the warp's own Q rows (free once its Q fragments are in registers): the accumulator
 // layout gives each lane 4-byte pieces of two rows, the staged rows go out as whole 16-byte chunks.
 // Shared memory: Q, K, V [Npad][WA_TC_LD] bf16; key info [Npad] int; btab·log2e [(2w−1)²] f32.
@@ -631,6 +632,313 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tensor-core backward for bf16 inputs (FlashAttention-2 style), same semantics and outputs as wa_bwd
+// (dqkv +=, dtab_part and dpad_part rows for the same reduce kernels). Q, K, V, dO of the window are
+// staged as bf16 rows of WA_TC_LD (N rounded up to Npad = 16·⌈N/16⌉, zero rows, masked), lse·log2e and
+// D_i = Σ_c dO_ic·y_ic (fp32, from y and dy as stored) beside them. P is recomputed in the log2 domain
+// as in the forward: P = exp2(S·scale·log2e + bias·log2e + mask·log2e − lse·log2e).
+// Two passes, so every output element is produced by one warp in a fixed order (deterministic, no atomics):
+//   pass 1, a warp per 16 keys j (A operands K_j, V_j in registers), over chunks of 32 queries i:
+//     Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (Q, dO rows as B operands), dSᵀ = Pᵀ ⊙ (dPᵀ − D_i); the accumulators of
+//     two adjacent n8 query tiles are the A fragment of one k16 step, so dV += Pᵀ·dO and dK += dSᵀ·Q with
+//     dO, Q through ldmatrix .trans (Pᵀ, dSᵀ rounded to bf16, fp32 accumulators). The fp32 dSᵀ tile goes
+//     to a per-warp buffer and is added into the warp's private bias-table copy one key at a time with the
+//     32 queries on the lanes: for a fixed key the queries' relative indices are distinct, so the adds of
+//     one step never collide (as in wa_bwd). dK|dV leave through the same buffer, a row (key) at a time:
+//     stored tokens += into dqkv, padding tokens into the warp's private [64] pad copy, in key order.
+//   pass 2, a warp per 16 queries i (A operands Q_i, dO_i), over steps of 16 keys: S, dP and dS again in
+//     the row layout, dQ += dS·K (K through ldmatrix .trans), then dqkv's q slice += scale·dQ.
+// Pass 2 recomputes S and dP (2 of its 3 mma groups) instead of sharing dS through memory or atomics.
+// Shared memory: Q, K, V, dO [Npad][WA_TC_LD] bf16; lse·log2e, D, key info [Npad]; btab·log2e [(2w−1)²];
+// per warp a table copy [(2w−1)²], the padding tokens' dK|dV [64] and a staging tile [16][WA_TCB_LD] f32.
+#define WA_TCB_LD 68
+
+__device__ __forceinline__ void wa_bwd_tc(const bf16* qkv, const void* table, int tdt, const bf16* y, const float* lse,
+                                          const bf16* dy, bf16* dqkv, float* dtab_part, const bf16* pad, float* dpad_part,
+                                          int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
+{
+    FIBER_DYNAMIC_SMEM(u16, sm);
+    WaGeom g = wa_geom(B, H, W, Hr, Wr, nH, w, s);
+    const int N = g.N, Npad = (N + 15) & ~15, W2 = 2 * w - 1, T2 = W2 * W2, C = nH * WA_D;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int gq = lane >> 2, tq = lane & 3;
+    const float L2E = 1.4426950408889634f;
+    u16* Qs = sm;
+    u16* Ks = Qs + Npad * WA_TC_LD;
+    u16* Vs = Ks + Npad * WA_TC_LD;
+    u16* dOs = Vs + Npad * WA_TC_LD;
+    float* Ls = (float*)(dOs + Npad * WA_TC_LD); // lse·log2e (0 on the extra rows)
+    float* Ds = Ls + Npad;
+    int* kinfo = (int*)(Ds + Npad);               // koff(j)·16 + label(j), 8-byte aligned (Npad is a multiple of 16)
+    float* btab = (float*)(kinfo + Npad);
+    float* wtab = btab + T2;                      // nwarps × T2
+    float* wpad = wtab + nwarps * T2;             // nwarps × 64
+    float* wbuf = wpad + nwarps * 64;             // nwarps × 16 × WA_TCB_LD
+    float* mytab = wtab + warp * T2;
+    float* mypad = wpad + warp * 64;
+    float* mybuf = wbuf + warp * 16 * WA_TCB_LD;
+
+    wa_tc_stage(qkv, pad, g, Npad, Qs, Ks, Vs);
+    for (int e = threadIdx.x; e < T2; e += blockDim.x) btab[e] = L2E * load_dyn(table, (i64)e * g.nH + g.h, tdt);
+    for (int j = threadIdx.x; j < Npad; j += blockDim.x) kinfo[j] = j < N ? ((j / w) * W2 + j % w) * 16 + wa_label(g, j) : 0;
+    for (int e = threadIdx.x; e < nwarps * T2; e += blockDim.x) wtab[e] = 0.0f;
+    for (int e = threadIdx.x; e < nwarps * 64; e += blockDim.x) wpad[e] = 0.0f;
+    const float* lrow = lse + ((i64)blockIdx.x * nH + g.h) * N;
+    for (int i = threadIdx.x; i < Npad; i += blockDim.x) Ls[i] = i < N ? L2E * lrow[i] : 0.0f;
+    // dO rows keep dy's bits; a padding token's (and an extra row's) dO is 0.
+    for (int i = warp; i < Npad; i += nwarps)
+    {
+        const i64 t = i < N ? wa_token(g, i) : -1;
+        u16 bits = 0;
+        float d = 0.0f, o = 0.0f;
+        if (t >= 0)
+        {
+            const bf16 dv = dy[t * C + g.h * WA_D + lane];
+            bits = dv.bits; d = to_f(dv); o = to_f(y[t * C + g.h * WA_D + lane]);
+        }
+        dOs[i * WA_TC_LD + lane] = bits;
+        const float dd = warp_sum(d * o);
+        if (lane == 0) Ds[i] = dd;
+    }
+    __syncthreads();
+
+    const float sc2 = scale * L2E, mask2 = -100.0f * L2E;
+    const int rb0 = (w - 1) * (W2 + 1); // rel(i, j) = koff(i) + rb0 − koff(j)
+
+    // Pass 1: dK, dV, the table gradient and the padding tokens' dK|dV.
+    for (int kt = warp; kt < (Npad >> 4); kt += nwarps)
+    {
+        const int j0 = kt * 16;
+        u32 ka[2][4], va[2][4];
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++)
+        {
+            const int off = (j0 + (lane & 7) + ((lane >> 3) & 1) * 8) * WA_TC_LD + kk * 16 + (lane >> 4) * 8;
+            ldmatrix_x4(ka[kk], Ks + off);
+            ldmatrix_x4(va[kk], Vs + off);
+        }
+        const int ja = j0 + gq, jb = ja + 8; // this lane's keys: accumulator elements 0, 1 and 2, 3
+        const bool oka = ja < N, okb = jb < N;
+        const int kia = kinfo[ja], kib = kinfo[jb];
+        float dk[4][4], dv[4][4];
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+
+        for (int ic = 0; ic < Npad; ic += 32)
+        {
+            float p[4][4], ds[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+            {
+                const int i0 = ic + 8 * nt;
+#pragma unroll
+                for (int e = 0; e < 4; e++) p[nt][e] = ds[nt][e] = 0.0f;
+                if (i0 < Npad)
+                {
+                    u32 qb[4], ob[4];
+                    const int off = (i0 + (lane & 7)) * WA_TC_LD + (lane >> 3) * 8;
+                    ldmatrix_x4(qb, Qs + off);
+                    ldmatrix_x4(ob, dOs + off);
+                    float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    mma_m16n8k16_bf16(st, ka[0], qb, st);
+                    mma_m16n8k16_bf16(st, ka[1], qb + 2, st);
+                    mma_m16n8k16_bf16(dp, va[0], ob, dp);
+                    mma_m16n8k16_bf16(dp, va[1], ob + 2, dp);
+                    const int2 qi = *(const int2*)(kinfo + i0 + 2 * tq);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                    {
+                        const int i = i0 + 2 * tq + (e & 1), qn = (e & 1) ? qi.y : qi.x, kj = e < 2 ? kia : kib;
+                        if (i < N && (e < 2 ? oka : okb))
+                        {
+                            float v = sc2 * st[e] + btab[(qn >> 4) + rb0 - (kj >> 4)] - Ls[i];
+                            if ((kj & 15) != (qn & 15)) v += mask2;
+                            const float pv = exp2f(v);
+                            p[nt][e] = pv;
+                            ds[nt][e] = pv * (dp[e] - Ds[i]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) mybuf[(gq + 8 * (e >> 1)) * WA_TCB_LD + 8 * nt + 2 * tq + (e & 1)] = ds[nt][e];
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++)
+            {
+                const int ib = ic + 16 * kk;
+                if (ib < Npad)
+                {
+                    u32 pa[4], sa[4];
+                    pa[0] = bf16x2_bits(p[2 * kk][0], p[2 * kk][1]);
+                    pa[1] = bf16x2_bits(p[2 * kk][2], p[2 * kk][3]);
+                    pa[2] = bf16x2_bits(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+                    pa[3] = bf16x2_bits(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+                    sa[0] = bf16x2_bits(ds[2 * kk][0], ds[2 * kk][1]);
+                    sa[1] = bf16x2_bits(ds[2 * kk][2], ds[2 * kk][3]);
+                    sa[2] = bf16x2_bits(ds[2 * kk + 1][0], ds[2 * kk + 1][1]);
+                    sa[3] = bf16x2_bits(ds[2 * kk + 1][2], ds[2 * kk + 1][3]);
+#pragma unroll
+                    for (int hf = 0; hf < 2; hf++)
+                    {
+                        const int off = (ib + (lane & 7) + ((lane >> 3) & 1) * 8) * WA_TC_LD + 16 * hf + (lane >> 4) * 8;
+                        u32 ob[4], qb[4];
+                        ldmatrix_x4_trans(ob, dOs + off);
+                        mma_m16n8k16_bf16(dv[2 * hf], pa, ob, dv[2 * hf]);
+                        mma_m16n8k16_bf16(dv[2 * hf + 1], pa, ob + 2, dv[2 * hf + 1]);
+                        ldmatrix_x4_trans(qb, Qs + off);
+                        mma_m16n8k16_bf16(dk[2 * hf], sa, qb, dk[2 * hf]);
+                        mma_m16n8k16_bf16(dk[2 * hf + 1], sa, qb + 2, dk[2 * hf + 1]);
+                    }
+                }
+            }
+            __syncwarp();
+            {
+                const int i = ic + lane;
+                const bool iok = i < N;
+                const int qoff = iok ? (kinfo[i] >> 4) + rb0 : 0;
+                for (int r = 0; r < 16; r++)
+                {
+                    if (iok && j0 + r < N) mytab[qoff - (kinfo[j0 + r] >> 4)] += mybuf[r * WA_TCB_LD + lane];
+                    __syncwarp(); // another lane's next key may hit this key's index
+                }
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+            {
+                const int at = (gq + 8 * (e >> 1)) * WA_TCB_LD + 8 * n + 2 * tq + (e & 1);
+                mybuf[at] = scale * dk[n][e];
+                mybuf[at + 32] = dv[n][e];
+            }
+        __syncwarp();
+        for (int r = 0; r < 16; r++)
+        {
+            const int j = j0 + r;
+            if (j >= N) break; // warp-uniform
+            const i64 t = wa_token(g, j);
+            const float dkv = mybuf[r * WA_TCB_LD + lane], dvv = mybuf[r * WA_TCB_LD + 32 + lane];
+            if (t >= 0)
+            {
+                bf16* dk_dst = dqkv + (t * 3 + 1) * C + g.h * WA_D + lane;
+                bf16* dv_dst = dqkv + (t * 3 + 2) * C + g.h * WA_D + lane;
+                *dk_dst = from_f<bf16>(to_f(*dk_dst) + dkv);
+                *dv_dst = from_f<bf16>(to_f(*dv_dst) + dvv);
+            }
+            else { mypad[lane] += dkv; mypad[32 + lane] += dvv; }
+        }
+        __syncwarp(); // mybuf is rewritten by the next key tile
+    }
+
+    // Pass 2: dQ.
+    for (int mt = warp; mt < (Npad >> 4); mt += nwarps)
+    {
+        const int i0 = mt * 16;
+        u32 qa[2][4], da[2][4];
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++)
+        {
+            const int off = (i0 + (lane & 7) + ((lane >> 3) & 1) * 8) * WA_TC_LD + kk * 16 + (lane >> 4) * 8;
+            ldmatrix_x4(qa[kk], Qs + off);
+            ldmatrix_x4(da[kk], dOs + off);
+        }
+        const int ia = i0 + gq, ib = ia + 8;
+        const bool oka = ia < N, okb = ib < N;
+        const int qia = kinfo[ia], qib = kinfo[ib];
+        const float La = Ls[ia], Lb = Ls[ib], Da = Ds[ia], Db = Ds[ib];
+        float dq[4][4];
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dq[n][e] = 0.0f;
+        for (int jb = 0; jb < Npad; jb += 16)
+        {
+            float ds[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+            {
+                const int j0 = jb + 8 * nt;
+                u32 kb[4], vb[4];
+                const int off = (j0 + (lane & 7)) * WA_TC_LD + (lane >> 3) * 8;
+                ldmatrix_x4(kb, Ks + off);
+                ldmatrix_x4(vb, Vs + off);
+                float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                mma_m16n8k16_bf16(st, qa[0], kb, st);
+                mma_m16n8k16_bf16(st, qa[1], kb + 2, st);
+                mma_m16n8k16_bf16(dp, da[0], vb, dp);
+                mma_m16n8k16_bf16(dp, da[1], vb + 2, dp);
+                const int2 ki = *(const int2*)(kinfo + j0 + 2 * tq);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                {
+                    const int j = j0 + 2 * tq + (e & 1), kj = (e & 1) ? ki.y : ki.x, qn = e < 2 ? qia : qib;
+                    ds[nt][e] = 0.0f;
+                    if (j < N && (e < 2 ? oka : okb))
+                    {
+                        float v = sc2 * st[e] + btab[(qn >> 4) + rb0 - (kj >> 4)] - (e < 2 ? La : Lb);
+                        if ((kj & 15) != (qn & 15)) v += mask2;
+                        ds[nt][e] = exp2f(v) * (dp[e] - (e < 2 ? Da : Db));
+                    }
+                }
+            }
+            u32 sa[4];
+            sa[0] = bf16x2_bits(ds[0][0], ds[0][1]);
+            sa[1] = bf16x2_bits(ds[0][2], ds[0][3]);
+            sa[2] = bf16x2_bits(ds[1][0], ds[1][1]);
+            sa[3] = bf16x2_bits(ds[1][2], ds[1][3]);
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+            {
+                u32 kb[4];
+                ldmatrix_x4_trans(kb, Ks + (jb + (lane & 7) + ((lane >> 3) & 1) * 8) * WA_TC_LD + 16 * hf + (lane >> 4) * 8);
+                mma_m16n8k16_bf16(dq[2 * hf], sa, kb, dq[2 * hf]);
+                mma_m16n8k16_bf16(dq[2 * hf + 1], sa, kb + 2, dq[2 * hf + 1]);
+            }
+        }
+        // A padding row's dQ is 0 (its dO is): nothing to store.
+        const i64 ta = oka ? wa_token(g, ia) : -1, tb = okb ? wa_token(g, ib) : -1;
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+            {
+                const i64 t = e < 2 ? ta : tb;
+                if (t >= 0)
+                {
+                    bf16* dst = dqkv + (t * 3) * C + g.h * WA_D + 8 * n + 2 * tq + (e & 1);
+                    *dst = from_f<bf16>(to_f(*dst) + scale * dq[n][e]);
+                }
+            }
+    }
+    __syncthreads();
+    if (dtab_part != nullptr)
+    {
+        float* out = dtab_part + ((i64)blockIdx.x * nH + g.h) * T2;
+        for (int e = threadIdx.x; e < T2; e += blockDim.x)
+        {
+            float acc = 0.0f;
+            for (int k = 0; k < nwarps; k++) acc += wtab[k * T2 + e];
+            out[e] = acc;
+        }
+    }
+    if (dpad_part != nullptr)
+    {
+        float* out = dpad_part + ((i64)blockIdx.x * nH + g.h) * 64;
+        for (int e = threadIdx.x; e < 64; e += blockDim.x)
+        {
+            float acc = 0.0f;
+            for (int k = 0; k < nwarps; k++) acc += wpad[k * 64 + e];
+            out[e] = acc;
+        }
+    }
+}
+
 extern "C" __global__ void window_attn_fwd_f32(const float* qkv, const void* table, int tdt, float* y, float* lse, const float* pad,
                                                int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
@@ -657,6 +965,13 @@ extern "C" __global__ void window_attn_bwd_bf16(const bf16* qkv, const void* tab
                                                 int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
 {
     wa_bwd<bf16>(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, pad, dpad_part, B, H, W, Hr, Wr, nH, w, s, scale);
+}
+
+extern "C" __global__ void window_attn_bwd_tc_bf16(const bf16* qkv, const void* table, int tdt, const bf16* y, const float* lse,
+                                                   const bf16* dy, bf16* dqkv, float* dtab_part, const bf16* pad, float* dpad_part,
+                                                   int B, int H, int W, int Hr, int Wr, int nH, int w, int s, float scale)
+{
+    wa_bwd_tc(qkv, table, tdt, y, lse, dy, dqkv, dtab_part, pad, dpad_part, B, H, W, Hr, Wr, nH, w, s, scale);
 }
 
 // dtable[e, h] += Σ_win part[win, h, e] (window order: deterministic). One thread per (h, e), e fastest

@@ -10,7 +10,8 @@ namespace FiberCuda.Tests.Attention;
 /// <summary>
 /// Timing of the fused window attention at FIBER shapes (bf16), printed for the B1 performance notes:
 /// milliseconds, attention-core TFLOP/s (4·N²·d per window·head forward, 2.5× that backward incl. the
-/// recompute) for the fp32-math forward and the tensor-core forward (with their max output differences) and the qkv/y traffic in GB/s, next to the forward of the F-op composition the model uses
+/// recompute) for the fp32-math forward and the tensor-core forward (with their max output differences), the
+/// fp32-math backward and the tensor-core backward (with their max gradient differences) and the qkv/y traffic in GB/s, next to the forward of the F-op composition the model uses
 /// today (square images only). The assertion only guards the numbers (finite outputs,
 /// a positive time); speed targets are for a person reading the table.
 /// </summary>
@@ -66,7 +67,22 @@ public sealed class WindowAttentionGpuBench
             double dy_ = 0, dl = 0;
             for (int i = 0; i < yA.Length; i++) dy_ = Math.Max(dy_, Math.Abs(yA[i] - yB[i]));
             for (int i = 0; i < lA.Length; i++) dl = Math.Max(dl, Math.Abs(lA[i] - lB[i]));
-            double bwd = Time(() => op.Backward(qkv, table, a, y, lse, dy, dqkv, dtab));
+            // bf16 backwards: the fp32-math kernel and the tensor-core kernel (the default unless
+            // FIBER_WINDOW_ATTENTION_TC=0; the fp32-math one when its shared memory does not fit), both from the
+            // TC forward's y and lse; one call each into zeroed buffers is compared, then each is timed.
+            bool tcBwd = tcOp.TensorCoreBackward(a, DType.BF16);
+            using var dqkvTc = b.Zeros(a.QkvShape, DType.BF16);
+            using var dtabTc = b.Zeros(a.TableShape, DType.F32);
+            f32Op.Backward(qkv, table, a, yTc, lseTc, dy, dqkv, dtab);
+            tcOp.Backward(qkv, table, a, yTc, lseTc, dy, dqkvTc, dtabTc);
+            float[] gA = dqkv.ToFloatArray(), gB = dqkvTc.ToFloatArray(), tA = dtab.ToFloatArray(), tB = dtabTc.ToFloatArray();
+            double gmax = gA.Max(v => Math.Abs((double)v)), tmax = tA.Max(v => Math.Abs((double)v)), dg = 0, dt = 0;
+            for (int i = 0; i < gA.Length; i++) dg = Math.Max(dg, Math.Abs(gA[i] - gB[i]));
+            for (int i = 0; i < tA.Length; i++) dt = Math.Max(dt, Math.Abs(tA[i] - tB[i]));
+            double bwdF = Time(() => f32Op.Backward(qkv, table, a, yTc, lseTc, dy, dqkv, dtab));
+            double bwdTc = Time(() => tcOp.Backward(qkv, table, a, yTc, lseTc, dy, dqkvTc, dtabTc));
+            bool defaultTc = ((CudaWindowAttention)op).TensorCoreBackward(a, DType.BF16);
+            double bwd = defaultTc ? bwdTc : bwdF;
             // The F-op composition the model uses today (materialised scores, gathered bias, mask), forward only.
             using var relIndex = b.FromInts(WindowAttention.RelativePositionIndex(a.Window), [a.N * a.N]);
             using var tableBf = b.Empty(a.TableShape, DType.BF16);
@@ -84,13 +100,19 @@ public sealed class WindowAttentionGpuBench
             double bytes = (qkv.Bytes + y.Bytes);
             Console.WriteLine($"{name,-16} B={a.Batch} fwd {fwd:F3} ms ({flop / fwd / 1e9:F1} TFLOP/s, {bytes / fwd / 1e6:F0} GB/s)  " +
                               $"TC fwd {fwdTc:F3} ms ({flop / fwdTc / 1e9:F1} TFLOP/s, {bytes / fwdTc / 1e6:F0} GB/s, max|Δy| {dy_:g3}, max|Δlse| {dl:g3})  " +
-                              $"bwd {bwd:F3} ms ({2.5 * flop / bwd / 1e9:F1} TFLOP/s)  composed F-op fwd {composed:F3} ms");
+                              $"bwd {bwdF:F3} ms ({2.5 * flop / bwdF / 1e9:F1} TFLOP/s)  " +
+                              $"TC bwd{(tcBwd ? "" : " (fp32-math fallback: shared memory)")} {bwdTc:F3} ms ({2.5 * flop / bwdTc / 1e9:F1} TFLOP/s, " +
+                              $"max|Δdqkv| {dg / gmax:g3}·max, max|Δdtable| {dt / tmax:g3}·max)  composed F-op fwd {composed:F3} ms");
             // The forward the model runs (the default op's choice) for tools/bench/compare_torch.py.
             BenchLog.Append("window_attention", name.Trim(), ((CudaWindowAttention)op).UseTensorCores ? fwdTc : fwd, bwd);
             Assert.IsTrue(fwdTc > 0 && yB.All(float.IsFinite), $"{name}: TC forward");
             Assert.IsLessThan(0.05, dy_, $"{name}: TC forward y differs from the fp32-math forward"); // |y| ≤ 1 here: a few bf16 ulps
             Assert.IsLessThan(1e-3, dl, $"{name}: TC forward lse differs from the fp32-math forward");
-            Assert.IsTrue(fwd > 0 && bwd > 0, name);
+            Assert.IsTrue(fwd > 0 && bwd > 0 && bwdF > 0 && bwdTc > 0, name);
+            Assert.IsTrue(gB.All(float.IsFinite) && tB.All(float.IsFinite), $"{name}: non-finite TC backward gradients");
+            // bf16 P and dS operands and bf16 storage: a few bf16 ulps of the largest gradient (tests: < 1/64).
+            Assert.IsLessThan(1.0 / 32, dg / gmax, $"{name}: TC backward dqkv differs from the fp32-math backward");
+            Assert.IsLessThan(1.0 / 32, dt / tmax, $"{name}: TC backward dtable differs from the fp32-math backward");
             Assert.IsTrue(y.ToFloatArray().All(float.IsFinite), $"{name}: non-finite y");
             Assert.IsTrue(dtab.ToFloatArray().All(float.IsFinite), $"{name}: non-finite dtable");
         }

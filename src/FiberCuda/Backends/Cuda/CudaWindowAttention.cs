@@ -12,7 +12,10 @@ namespace FiberCuda.Backends.Cuda;
 /// scratch buffer, then a second kernel sums them over windows in a fixed order and adds into dtable.
 /// bf16 inputs take the tensor-core forward (window_attn_fwd_tc_bf16: mma.sync m16n8k16, FlashAttention-2
 /// style, P rounded to bf16 before P·V; sm_80+) unless <see cref="UseTensorCores"/> is false; it writes the
-/// same y and lse, so the backward is the same kernel either way. Its shared memory is Q, K, V as bf16 rows
+/// same y and lse as the fp32-math forward. The bf16 backward likewise takes the tensor-core kernel
+/// (window_attn_bwd_tc_bf16: dK, dV, the table gradient by key tiles, then dQ by query tiles; see
+/// <see cref="TensorCoreBackwardSharedBytes"/>) unless <see cref="UseTensorCores"/> is false or its shared
+/// memory exceeds the device's opt-in limit; then the fp32-math backward runs. Its shared memory is Q, K, V as bf16 rows
 /// of 80 B for N rounded up to 16, plus the bias table and per-key info (w = 7: ~16 KB, 12: ~36 KB, 18: ~85 KB);
 /// up to 8 warps per block, each owning 16 query rows at a time.
 /// </summary>
@@ -25,10 +28,10 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
 
     readonly CudaBackend _be;
 
-    /// <summary>FIBER_WINDOW_ATTENTION_TC=0 turns the tensor-core forward off (read once per process).</summary>
+    /// <summary>FIBER_WINDOW_ATTENTION_TC=0 turns the tensor-core forward and backward off (read once per process).</summary>
     public static readonly bool TensorCoresByDefault = Environment.GetEnvironmentVariable("FIBER_WINDOW_ATTENTION_TC") != "0";
 
-    /// <summary>Whether bf16 forwards use the tensor-core kernel (f32 always uses the fp32 kernel). Tests and benches flip it.</summary>
+    /// <summary>Whether bf16 forwards and backwards use the tensor-core kernels (f32 always uses the fp32 kernel). Tests and benches flip it.</summary>
     public bool UseTensorCores { get; set; } = TensorCoresByDefault;
 
     public CudaWindowAttention(CudaBackend backend) { _be = backend; }
@@ -80,6 +83,19 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
     public static int BackwardSharedBytes(in WindowAttentionShape a)
         => 4 * (4 * a.N * Ld + 2 * a.N + Warps * 4 * a.N + Warps * a.TableRows + a.TableRows + a.N + Warps * 64);
 
+    /// <summary>Q, K, V, dO as bf16 rows of 40; lse, D, key info [Npad]; the table; per warp a table copy, the
+    /// padding tokens' dK|dV [64] and a 16×68 f32 staging tile (w = 7: 43,060 B with 4 warps, 12: 83,544 B with 5, 18: 183,008 B with 7: fits sm_90's 227 KB, not sm_80's 163 KB).</summary>
+    public static int TensorCoreBackwardSharedBytes(in WindowAttentionShape a)
+        => 4 * PaddedN(a) * 40 * 2 + 4 * (3 * PaddedN(a) + a.TableRows + TensorCoreWarps(a) * (a.TableRows + 64 + 16 * 68));
+
+    /// <summary>The most dynamic shared memory a block of this device may opt in to.</summary>
+    int SharedLimit => _be.Device is CudaDevice cd ? cd.MaxSharedMemoryPerBlockOptin : EmulatedDevice.MaxDynamicSharedBytesLimit;
+
+    /// <summary>Whether <see cref="Backward"/> takes the tensor-core kernel for this geometry and dtype: bf16,
+    /// <see cref="UseTensorCores"/>, and its shared memory fits the device (else the fp32-math backward).</summary>
+    public bool TensorCoreBackward(in WindowAttentionShape a, DType dt)
+        => dt == DType.BF16 && UseTensorCores && TensorCoreBackwardSharedBytes(a) <= SharedLimit;
+
     public void Forward(Tensor qkv, Tensor table, in WindowAttentionShape a, Tensor y, Tensor lse, Tensor? pad = null)
     {
         a.Check(qkv, table, y, lse); a.CheckPad(qkv, pad, null); Supported(a);
@@ -119,13 +135,15 @@ public sealed unsafe class CudaWindowAttention : IWindowAttentionOps
         Tensor? padPart = dpad is not null && a.Padded ? _be.Empty([a.Windows, a.Heads, 64], DType.F32) : null;
         try
         {
-            int smem = BackwardSharedBytes(a);
-            var k = Kernel(qdt == 0 ? "window_attn_bwd_f32" : "window_attn_bwd_bf16", smem);
+            bool tc = TensorCoreBackward(a, qkv.DType);
+            int smem = tc ? TensorCoreBackwardSharedBytes(a) : BackwardSharedBytes(a);
+            uint threads = (uint)(32 * (tc ? TensorCoreWarps(a) : Warps));
+            var k = Kernel(tc ? "window_attn_bwd_tc_bf16" : qdt == 0 ? "window_attn_bwd_f32" : "window_attn_bwd_bf16", smem);
             nint pq = qkv.Address, pt = table.Address, py = y.Address, pl = lse.Address, pdy = dy.Address, pdq = dqkv.Address;
             nint pp = part?.Address ?? 0, ppad = pad?.Address ?? 0, pdp = padPart?.Address ?? 0;
             int B = a.Batch, H = a.Height, W = a.Width, Hr = a.ValidHeight, Wr = a.ValidWidth, nH = a.Heads, w = a.Window, s = a.Shift; float scale = a.Scale;
             void** args = stackalloc void*[] { &pq, &pt, &tdt, &py, &pl, &pdy, &pdq, &pp, &ppad, &pdp, &B, &H, &W, &Hr, &Wr, &nH, &w, &s, &scale };
-            _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), Warps * 32, smem, args);
+            _be.Device.Launch(k, new Dim3((uint)a.Windows, (uint)a.Heads), threads, smem, args);
             if (padPart is not null)
             {
                 var r = Kernel("window_attn_dpad_reduce", 0);
