@@ -77,17 +77,22 @@ def shift_mask(H, W, w, s):
     return m.masked_fill(m != 0, -100.0).masked_fill(m == 0, 0.0).to(bf)
 
 
-def window_attention(B, H, W, nH, w, s):
+def window_attention(B, Hv, Wv, nH, w, s):
+    """Hv×Wv stored tokens; a map that is not a multiple of w is padded (qkv rows of zeros, as the official zero-padded
+    map gives before the bias) and cropped, as the detection Swin does around its attention."""
+    H, W = -(-Hv // w) * w, -(-Wv // w) * w
     C, N, d = nH * 32, w * w, 32
     nW = (H // w) * (W // w)
     idx = rel_index(w).view(-1)
     mask = shift_mask(H, W, w, s) if s > 0 else None
 
     def make():
-        return (torch.randn(B, H * W, 3 * C, device=dev, dtype=bf), (torch.rand((2 * w - 1) ** 2, nH, device=dev) - 0.5).to(bf))
+        return (torch.randn(B, Hv * Wv, 3 * C, device=dev, dtype=bf), (torch.rand((2 * w - 1) ** 2, nH, device=dev) - 0.5).to(bf))
 
     def forward(qkv, table):
-        x = qkv.view(B, H, W, 3 * C)
+        x = qkv.view(B, Hv, Wv, 3 * C)
+        if (H, W) != (Hv, Wv):
+            x = F.pad(x, (0, 0, 0, W - Wv, 0, H - Hv))
         if s > 0:
             x = torch.roll(x, (-s, -s), (1, 2))
         x = x.view(B, H // w, w, W // w, w, 3 * C).permute(0, 1, 3, 2, 4, 5).reshape(-1, N, 3, nH, d).permute(2, 0, 3, 1, 4)
@@ -98,7 +103,9 @@ def window_attention(B, H, W, nH, w, s):
         o = (a.softmax(-1) @ v).transpose(1, 2).reshape(B, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
         if s > 0:
             o = torch.roll(o, (s, s), (1, 2))
-        return o.reshape(B, H * W, C)
+        if (H, W) != (Hv, Wv):
+            o = o[:, :Hv, :Wv]
+        return o.reshape(B, Hv * Wv, C)
     return make, forward
 
 
@@ -149,6 +156,8 @@ CASES = [
     ("window_attention", "384 stage3 w12", window_attention(8, 24, 24, 16, 12, 6)),
     ("window_attention", "576 stage1 w18", window_attention(8, 144, 144, 4, 18, 9)),
     ("window_attention", "224 stage1 w7", window_attention(8, 56, 56, 4, 7, 3)),
+    ("window_attention", "fine stage1 w12", window_attention(2, 272, 200, 4, 12, 6)),
+    ("window_attention", "fine stage3 w12", window_attention(2, 68, 50, 16, 12, 6)),
     ("cross_attention", "384 i2t stage3", cross_attention(8, 576, 40, 16, 32, True)),
     ("cross_attention", "384 i2t stage4", cross_attention(8, 144, 40, 32, 32, True)),
     ("cross_attention", "384 t2i stage3", cross_attention(8, 40, 576, 12, 64, False)),
@@ -166,6 +175,7 @@ if SMOKE:
     CASES = [
         ("window_attention", "toy w4 shift", window_attention(1, 8, 12, 2, 4, 2)),
         ("window_attention", "toy w4", window_attention(1, 8, 8, 1, 4, 0)),
+        ("window_attention", "toy w4 padded", window_attention(1, 6, 7, 1, 4, 2)),
         ("cross_attention", "toy i2t", cross_attention(2, 9, 8, 2, 32, True)),
         ("patch_merge_norm", "toy", patch_merge_norm(2, 4, 6, 8)),
         ("drop_path_res", "toy", drop_path_res(3, 10)),
