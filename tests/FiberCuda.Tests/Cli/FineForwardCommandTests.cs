@@ -116,6 +116,35 @@ public sealed class FineForwardCommandTests
         CollectionAssert.AreEqual(o.TextHidden.ToFloatArray(), f.Read("hidden").ToFloats(), "hidden");
     }
 
+    /// <summary>README "Using the library": the snippet, as written there, on the fixture's weights; equals torch.</summary>
+    [TestMethod]
+    public void TheReadmeLibraryExampleRuns()
+    {
+        var pix = Fx.T["input.image"];
+        float[] bgrNormalised = pix.ToFloats();
+        long[] inputIds = Array.ConvertAll(Fx.T["input.ids"].ToDoubles(), v => (long)v);
+        long[] attentionMask = Array.ConvertAll(Fx.T["input.mask"].ToDoubles(), v => (long)v);
+        int batch = 2, length = 7, height = 64, width = 94;
+
+        // ---- README snippet (keep in sync) ----
+        IBackend be = FiberCuda.Runtime.CudaDevice.TryCreate(out var gpu, out _) ? new FiberCuda.Backends.Cuda.CudaBackend(gpu!, ownsDevice: true) : Backend.Cpu;
+        using var weights = SafeTensorsFile.Open(Weights);
+        var config = EngineWeights.ReadConfig(weights);                       // the config `fiber convert` stored
+        var model = new FiberFineModel(new NnContext(be, FiberCuda.Tensors.DType.F32), config);
+        model.LoadBackbone(weights);
+        model.Eval();
+        using (FiberCuda.Autograd.Grad.NoGrad())
+        {
+            var pixels = ModelInputs.Pixels(model.Ctx, bgrNormalised, [batch, 3, height, width]);
+            var text = ModelInputs.Text(inputIds, attentionMask, batch, length);
+            var o = model.Forward(pixels, text);
+            // ---- end of snippet ----
+            for (int s = 0; s < 4; s++)
+                Assert.IsTrue(ModelFixture.Err(o.Features[s].ToNchw().ToDoubleArray(), Fx.T[$"out.fused.c{s + 2}"].ToDoubles(), 1e-6) < 1e-4, $"c{s + 2}");
+            Assert.IsTrue(ModelFixture.Err(o.TextHidden.ToDoubleArray(), Fx.T["out.fused.text"].ToDoubles(), 1e-6) < 1e-4, "hidden");
+        }
+    }
+
     [TestMethod]
     public void ImagesThatAreNotPaddedToThe32GridAreRefused()
     {
