@@ -116,7 +116,7 @@ public sealed class FineForwardCommandTests
         CollectionAssert.AreEqual(o.TextHidden.ToFloatArray(), f.Read("hidden").ToFloats(), "hidden");
     }
 
-    /// <summary>README "Using the library": the snippet, as written there, on the fixture's weights; equals torch.</summary>
+    /// <summary>README "Using the library": its snippet, in f32 and at the fixture's image size, on the fixture's weights; equals torch.</summary>
     [TestMethod]
     public void TheReadmeLibraryExampleRuns()
     {
