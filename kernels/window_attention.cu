@@ -211,6 +211,33 @@ __device__ __forceinline__ void wa_fwd(const T* qkv, const void* table, int tdt,
     }
 }
 
+// The backwards' block results: the warps' private bias-table copies (wtab [nwarps][T2]) and padding dK|dV
+// copies (wpad [nwarps][64]) summed in warp order into this block's rows of dtab_part and dpad_part.
+__device__ __forceinline__ void wa_write_partials(float* dtab_part, float* dpad_part, const float* wtab, const float* wpad,
+                                                  int nwarps, int T2, int nH, int h)
+{
+    if (dtab_part != nullptr)
+    {
+        float* out = dtab_part + ((i64)blockIdx.x * nH + h) * T2;
+        for (int e = threadIdx.x; e < T2; e += blockDim.x)
+        {
+            float acc = 0.0f;
+            for (int k = 0; k < nwarps; k++) acc += wtab[k * T2 + e];
+            out[e] = acc;
+        }
+    }
+    if (dpad_part != nullptr)
+    {
+        float* out = dpad_part + ((i64)blockIdx.x * nH + h) * 64;
+        for (int e = threadIdx.x; e < 64; e += blockDim.x)
+        {
+            float acc = 0.0f;
+            for (int k = 0; k < nwarps; k++) acc += wpad[k * 64 + e];
+            out[e] = acc;
+        }
+    }
+}
+
 // Backward. Phase 0 loads Q, K, V, dO and D_i = Σ_c dO_ic·O_ic; phase 1 (warp per query row i) gives dQ;
 // phase 2 (warp per key row j, lanes own queries i) gives dK, dV and the bias-table gradient. The table
 // gradient is deterministic: within a key row j the queries i map to distinct relative indices, so each
@@ -409,26 +436,7 @@ __device__ __forceinline__ void wa_bwd(const T* qkv, const void* table, int tdt,
         __syncwarp();
     }
     __syncthreads();
-    if (dtab_part != nullptr)
-    {
-        float* out = dtab_part + ((i64)blockIdx.x * nH + g.h) * T2;
-        for (int e = threadIdx.x; e < T2; e += blockDim.x)
-        {
-            float acc = 0.0f;
-            for (int k = 0; k < nwarps; k++) acc += wtab[k * T2 + e];
-            out[e] = acc;
-        }
-    }
-    if (dpad_part != nullptr)
-    {
-        float* out = dpad_part + ((i64)blockIdx.x * nH + g.h) * 64;
-        for (int e = threadIdx.x; e < 64; e += blockDim.x)
-        {
-            float acc = 0.0f;
-            for (int k = 0; k < nwarps; k++) acc += wpad[k * 64 + e];
-            out[e] = acc;
-        }
-    }
+    wa_write_partials(dtab_part, dpad_part, wtab, wpad, nwarps, T2, nH, g.h);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -917,26 +925,7 @@ __device__ __forceinline__ void wa_bwd_tc(const bf16* qkv, const void* table, in
             }
     }
     __syncthreads();
-    if (dtab_part != nullptr)
-    {
-        float* out = dtab_part + ((i64)blockIdx.x * nH + g.h) * T2;
-        for (int e = threadIdx.x; e < T2; e += blockDim.x)
-        {
-            float acc = 0.0f;
-            for (int k = 0; k < nwarps; k++) acc += wtab[k * T2 + e];
-            out[e] = acc;
-        }
-    }
-    if (dpad_part != nullptr)
-    {
-        float* out = dpad_part + ((i64)blockIdx.x * nH + g.h) * 64;
-        for (int e = threadIdx.x; e < 64; e += blockDim.x)
-        {
-            float acc = 0.0f;
-            for (int k = 0; k < nwarps; k++) acc += wpad[k * 64 + e];
-            out[e] = acc;
-        }
-    }
+    wa_write_partials(dtab_part, dpad_part, wtab, wpad, nwarps, T2, nH, g.h);
 }
 
 extern "C" __global__ void window_attn_fwd_f32(const float* qkv, const void* table, int tdt, float* y, float* lse, const float* pad,
