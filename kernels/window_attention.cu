@@ -640,6 +640,24 @@ __device__ __forceinline__ void wa_fwd_tc(const bf16* qkv, const void* table, in
     }
 }
 
+// The backward's paired products over one 8-row tile starting at row r0 of two staged arrays (d = 32: two k16
+// steps each): st = A·Xᵀ and dp = B·Yᵀ for the warp's 16-row A and B fragments. Pass 1 calls it with (K, Q) and
+// (V, dO), pass 2 with (Q, K) and (dO, V).
+__device__ __forceinline__ void wa_tc_two_tiles(const u32 (&a)[2][4], const u16* X, const u32 (&b)[2][4], const u16* Y,
+                                                int r0, int lane, float (&st)[4], float (&dp)[4])
+{
+    u32 xb[4], yb[4];
+    const int off = (r0 + (lane & 7)) * WA_TC_LD + (lane >> 3) * 8;
+    ldmatrix_x4(xb, X + off);
+    ldmatrix_x4(yb, Y + off);
+#pragma unroll
+    for (int e = 0; e < 4; e++) st[e] = dp[e] = 0.0f;
+    mma_m16n8k16_bf16(st, a[0], xb, st);
+    mma_m16n8k16_bf16(st, a[1], xb + 2, st);
+    mma_m16n8k16_bf16(dp, b[0], yb, dp);
+    mma_m16n8k16_bf16(dp, b[1], yb + 2, dp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-core backward for bf16 inputs (FlashAttention-2 style), same semantics and outputs as wa_bwd
 // (dqkv +=, dtab_part and dpad_part rows for the same reduce kernels). Q, K, V, dO of the window are
@@ -746,15 +764,8 @@ __device__ __forceinline__ void wa_bwd_tc(const bf16* qkv, const void* table, in
                 for (int e = 0; e < 4; e++) p[nt][e] = ds[nt][e] = 0.0f;
                 if (i0 < Npad)
                 {
-                    u32 qb[4], ob[4];
-                    const int off = (i0 + (lane & 7)) * WA_TC_LD + (lane >> 3) * 8;
-                    ldmatrix_x4(qb, Qs + off);
-                    ldmatrix_x4(ob, dOs + off);
-                    float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                    mma_m16n8k16_bf16(st, ka[0], qb, st);
-                    mma_m16n8k16_bf16(st, ka[1], qb + 2, st);
-                    mma_m16n8k16_bf16(dp, va[0], ob, dp);
-                    mma_m16n8k16_bf16(dp, va[1], ob + 2, dp);
+                    float st[4], dp[4];
+                    wa_tc_two_tiles(ka, Qs, va, dOs, i0, lane, st, dp); // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ
                     const int2 qi = *(const int2*)(kinfo + i0 + 2 * tq);
 #pragma unroll
                     for (int e = 0; e < 4; e++)
@@ -872,15 +883,8 @@ __device__ __forceinline__ void wa_bwd_tc(const bf16* qkv, const void* table, in
             for (int nt = 0; nt < 2; nt++)
             {
                 const int j0 = jb + 8 * nt;
-                u32 kb[4], vb[4];
-                const int off = (j0 + (lane & 7)) * WA_TC_LD + (lane >> 3) * 8;
-                ldmatrix_x4(kb, Ks + off);
-                ldmatrix_x4(vb, Vs + off);
-                float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                mma_m16n8k16_bf16(st, qa[0], kb, st);
-                mma_m16n8k16_bf16(st, qa[1], kb + 2, st);
-                mma_m16n8k16_bf16(dp, da[0], vb, dp);
-                mma_m16n8k16_bf16(dp, da[1], vb + 2, dp);
+                float st[4], dp[4];
+                wa_tc_two_tiles(qa, Ks, da, Vs, j0, lane, st, dp); // S = Q·Kᵀ, dP = dO·Vᵀ
                 const int2 ki = *(const int2*)(kinfo + j0 + 2 * tq);
 #pragma unroll
                 for (int e = 0; e < 4; e++)
